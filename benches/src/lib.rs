@@ -1,0 +1,102 @@
+//! Shared set-up of the benchmarks: a real nats-server (from the test harness) and an
+//! in-process validator, and a latency summary type.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use mycosynth::service::{self, ValidatorConfig};
+use mycosynth_testkit::NatsServer;
+use tokio::sync::oneshot;
+
+/// A nats-server and a validator serving it; both stop on drop.
+pub struct Stack {
+    /// The server (stopped on drop).
+    pub nats: NatsServer,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Stack {
+    /// Starts a nats-server and an in-process validator on the current tokio runtime.
+    pub async fn start() -> Stack {
+        let nats = NatsServer::start();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let config = ValidatorConfig {
+            nats_url: nats.url(),
+            http_addr: None,
+            require_schema: false,
+            replicas: 1,
+        };
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(err) = service::run(config, shutdown, move |_| {
+                let _ = ready_tx.send(());
+            })
+            .await
+            {
+                eprintln!("validator failed: {err}");
+            }
+        });
+        ready_rx.await.expect("validator ready");
+        Stack {
+            nats,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A latency distribution summary, in microseconds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Samples.
+    pub n: u64,
+    /// Percentiles and max, µs.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest sample.
+    pub max: f64,
+}
+
+impl Summary {
+    /// Summarizes a histogram recorded in nanoseconds.
+    pub fn of(h: &Histogram<u64>) -> Summary {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Summary {
+            n: h.len(),
+            p50: us(h.value_at_quantile(0.5)),
+            p90: us(h.value_at_quantile(0.9)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        }
+    }
+
+    /// A Markdown table row.
+    pub fn row(&self, name: &str) -> String {
+        format!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            self.p50, self.p90, self.p99, self.p999, self.max, self.n
+        )
+    }
+}
+
+/// A histogram for nanosecond latencies up to 60 s.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, Duration::from_secs(60).as_nanos() as u64, 3)
+        .expect("histogram bounds")
+}

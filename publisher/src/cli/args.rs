@@ -1,0 +1,177 @@
+//! Command-line arguments. Parsing does no I/O.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Mycosynth: validated, versioned, live configuration on NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "mycosynth", version, about, after_help = crate::cli::exit::EXIT_CODES_HELP)]
+pub struct Cli {
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long,
+        global = true,
+        env = "MYCOSYNTH_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Identity recorded on changes (default: $USER@hostname).
+    #[arg(long, global = true, env = "MYCOSYNTH_AUTHOR")]
+    pub author: Option<String>,
+    /// Seconds to wait for the validator's reply.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the validator service (the only writer).
+    Serve(ServeArgs),
+    /// Set one key.
+    Set {
+        /// Namespace (the service), e.g. payment-service.
+        namespace: String,
+        /// Environment, e.g. production.
+        env: String,
+        /// Dotted key, e.g. database.pool_size.
+        key: String,
+        /// The value as JSON: 50, true, "text", {"a":1}.
+        value: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Show current values (all, or one key) with who set them.
+    Get {
+        /// Namespace.
+        namespace: String,
+        /// Environment.
+        env: String,
+        /// One key (default: all).
+        key: Option<String>,
+    },
+    /// Delete one key.
+    Delete {
+        /// Namespace.
+        namespace: String,
+        /// Environment.
+        env: String,
+        /// Dotted key.
+        key: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Apply a YAML or JSON file of `key: value` lines as one atomic change set.
+    Apply {
+        /// The file (.yaml, .yml or .json); top-level keys are config keys.
+        file: PathBuf,
+        /// Namespace.
+        #[arg(long)]
+        namespace: String,
+        /// Environment.
+        #[arg(long)]
+        env: String,
+        /// Print the diff and the validation result; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete live keys that the file does not name.
+        #[arg(long)]
+        prune: bool,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// List versions with author, time, reason and changes (newest first).
+    History {
+        /// Namespace.
+        namespace: String,
+        /// Environment.
+        env: String,
+        /// Only versions that changed this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// At most this many versions.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Restore exactly the state of an earlier version, as a new version.
+    Rollback {
+        /// Namespace.
+        namespace: String,
+        /// Environment.
+        env: String,
+        /// The version to restore.
+        #[arg(long)]
+        to: u64,
+        /// Print the diff only.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Namespace schemas.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+    /// Print each change of a namespace/environment as it arrives.
+    Watch {
+        /// Namespace.
+        namespace: String,
+        /// Environment.
+        env: String,
+    },
+}
+
+/// Options shared by commands that change config.
+#[derive(Debug, Args, Clone)]
+pub struct ChangeArgs {
+    /// Why (recorded in history).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Commit only if the current version is this one.
+    #[arg(long)]
+    pub expect_version: Option<u64>,
+}
+
+/// `mycosynth schema ...`
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Store a namespace's JSON Schema (refused if live config violates it, unless --force).
+    Push {
+        /// Namespace.
+        namespace: String,
+        /// The JSON Schema file.
+        file: PathBuf,
+        /// Store it even if live config violates it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a namespace's JSON Schema.
+    Get {
+        /// Namespace.
+        namespace: String,
+    },
+}
+
+/// `mycosynth serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP port with /metrics and /health.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub http: SocketAddr,
+    /// Refuse changes to namespaces that have no schema.
+    #[arg(long)]
+    pub require_schema: bool,
+    /// Replicas of the buckets when this validator creates them (3 on a cluster).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}

@@ -1,0 +1,443 @@
+//! What each command does: build a request, send it, print the outcome.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mycosynth_subscriber::wire::{
+    endpoint, ChangeOutcome, ChangeRequest, ChangeSource, DiffEntry, GetOutcome, GetRequest,
+    HistoryOutcome, HistoryRequest, KeyChange, RollbackRequest, SchemaGetRequest,
+    SchemaPushOutcome, SchemaPushRequest, SchemaRecord, Violation,
+};
+use mycosynth_subscriber::{NoticeCause, Subscriber};
+use serde_json::Value;
+
+use super::args::{ChangeArgs, Cli, Command, SchemaCommand};
+use super::exit::{self, CliError};
+use crate::client::ApiClient;
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let json = cli.json;
+    match dispatch(cli).await {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(err) => exit::report(&err, json),
+    }
+}
+
+fn default_author() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let timeout = Duration::from_secs_f64(cli.timeout.clamp(0.1, 3600.0));
+    let author = cli.author.clone().unwrap_or_else(default_author);
+    let json = cli.json;
+    match cli.command {
+        Command::Serve(_) => Err(CliError::Local(
+            exit::USAGE,
+            "`serve` is started by main".into(),
+        )),
+        Command::Watch { namespace, env } => watch(&cli.nats_url, &namespace, &env, json).await,
+        command => {
+            // Parse local input before connecting, so bad input fails fast and changes nothing.
+            let request = build(command, &author)?;
+            let api = ApiClient::connect(&cli.nats_url, timeout).await?;
+            send(&api, request, json).await
+        }
+    }
+}
+
+/// A request, ready to send.
+enum Request {
+    Change(ChangeRequest),
+    Rollback(RollbackRequest),
+    Get(GetRequest),
+    History(HistoryRequest),
+    SchemaPush(SchemaPushRequest),
+    SchemaGet(SchemaGetRequest),
+}
+
+fn change_request(
+    namespace: String,
+    env: String,
+    changes: Vec<KeyChange>,
+    args: ChangeArgs,
+    author: &str,
+    source: ChangeSource,
+) -> ChangeRequest {
+    ChangeRequest {
+        namespace,
+        environment: env,
+        changes,
+        expected_version: args.expect_version,
+        author: author.to_owned(),
+        reason: args.reason,
+        source,
+        git_commit: None,
+        dry_run: false,
+        replace: false,
+    }
+}
+
+fn build(command: Command, author: &str) -> Result<Request, CliError> {
+    Ok(match command {
+        Command::Set {
+            namespace,
+            env,
+            key,
+            value,
+            change,
+        } => {
+            let value: Value = serde_json::from_str(&value).map_err(|e| {
+                CliError::Api(validation(&key, "json", format!("key {key:?}: value is not valid JSON ({e}); quote strings, e.g. '\"text\"'")))
+            })?;
+            let changes = vec![KeyChange {
+                key,
+                value: Some(value),
+            }];
+            Request::Change(change_request(
+                namespace,
+                env,
+                changes,
+                change,
+                author,
+                ChangeSource::Cli,
+            ))
+        }
+        Command::Delete {
+            namespace,
+            env,
+            key,
+            change,
+        } => {
+            let changes = vec![KeyChange { key, value: None }];
+            Request::Change(change_request(
+                namespace,
+                env,
+                changes,
+                change,
+                author,
+                ChangeSource::Cli,
+            ))
+        }
+        Command::Apply {
+            file,
+            namespace,
+            env,
+            dry_run,
+            prune,
+            change,
+        } => {
+            let changes = read_config_file(&file)?
+                .into_iter()
+                .map(|(key, value)| KeyChange {
+                    key,
+                    value: Some(value),
+                })
+                .collect();
+            let mut request =
+                change_request(namespace, env, changes, change, author, ChangeSource::Apply);
+            request.dry_run = dry_run;
+            request.replace = prune;
+            Request::Change(request)
+        }
+        Command::Get {
+            namespace,
+            env,
+            key,
+        } => Request::Get(GetRequest {
+            namespace,
+            environment: env,
+            key,
+        }),
+        Command::History {
+            namespace,
+            env,
+            key,
+            limit,
+        } => Request::History(HistoryRequest {
+            namespace,
+            environment: env,
+            key,
+            limit: Some(limit),
+        }),
+        Command::Rollback {
+            namespace,
+            env,
+            to,
+            dry_run,
+            change,
+        } => Request::Rollback(RollbackRequest {
+            namespace,
+            environment: env,
+            to_version: to,
+            expected_version: change.expect_version,
+            author: author.to_owned(),
+            reason: change.reason,
+            dry_run,
+        }),
+        Command::Schema(SchemaCommand::Push {
+            namespace,
+            file,
+            force,
+        }) => {
+            let schema: Value = serde_json::from_str(&read_file(&file)?).map_err(|e| {
+                CliError::Api(validation(
+                    "schema",
+                    "json",
+                    format!("{}: not valid JSON: {e}", file.display()),
+                ))
+            })?;
+            Request::SchemaPush(SchemaPushRequest {
+                namespace,
+                schema,
+                force,
+                author: author.to_owned(),
+            })
+        }
+        Command::Schema(SchemaCommand::Get { namespace }) => {
+            Request::SchemaGet(SchemaGetRequest { namespace })
+        }
+        Command::Serve(_) | Command::Watch { .. } => {
+            return Err(CliError::Local(
+                exit::INTERNAL,
+                "not a request command".into(),
+            ))
+        }
+    })
+}
+
+fn validation(key: &str, rule: &str, message: String) -> mycosynth_subscriber::wire::ApiError {
+    mycosynth_subscriber::wire::ApiError {
+        kind: mycosynth_subscriber::wire::ErrorKind::Validation,
+        message: message.clone(),
+        violations: vec![Violation {
+            key: key.into(),
+            rule: rule.into(),
+            message,
+        }],
+        current_version: None,
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::Local(exit::INPUT, format!("cannot read {}: {e}", path.display())))
+}
+
+/// Reads a config file: a YAML or JSON mapping whose top-level keys are config keys.
+pub fn read_config_file(path: &Path) -> Result<BTreeMap<String, Value>, CliError> {
+    let text = read_file(path)?;
+    let is_json = path.extension().is_some_and(|e| e == "json");
+    let parsed: Result<Value, String> = if is_json {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        serde_yaml_ng::from_str(&text).map_err(|e| e.to_string())
+    };
+    let bad =
+        |message: String| CliError::Api(validation(&path.display().to_string(), "format", message));
+    match parsed.map_err(|e| bad(format!("{}: {e}", path.display())))? {
+        Value::Object(map) => Ok(map.into_iter().collect()),
+        Value::Null => Ok(BTreeMap::new()),
+        _ => Err(bad(format!(
+            "{}: must be a mapping of config keys to values",
+            path.display()
+        ))),
+    }
+}
+
+async fn send(api: &ApiClient, request: Request, json: bool) -> Result<(), CliError> {
+    match request {
+        Request::Change(request) => {
+            let dry_run = request.dry_run;
+            let outcome: ChangeOutcome = api.call(endpoint::CHANGE, &request).await?;
+            print_change(&outcome, dry_run, json);
+        }
+        Request::Rollback(request) => {
+            let dry_run = request.dry_run;
+            let outcome: ChangeOutcome = api.call(endpoint::ROLLBACK, &request).await?;
+            print_change(&outcome, dry_run, json);
+        }
+        Request::Get(request) => {
+            let single = request.key.is_some();
+            let outcome: GetOutcome = api.call(endpoint::GET, &request).await?;
+            if json {
+                print_json(&outcome);
+            } else if single {
+                for (_, record) in &outcome.values {
+                    println!("{}", record.value);
+                }
+            } else {
+                println!("version {}", outcome.version);
+                for (key, record) in &outcome.values {
+                    println!(
+                        "{key} = {}  (v{} by {} at {})",
+                        record.value, record.version, record.meta.author, record.meta.time
+                    );
+                }
+            }
+        }
+        Request::History(request) => {
+            let outcome: HistoryOutcome = api.call(endpoint::HISTORY, &request).await?;
+            if json {
+                print_json(&outcome);
+            }
+            for set in outcome.change_sets.iter().filter(|_| !json) {
+                let reason = if set.meta.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", set.meta.reason)
+                };
+                println!(
+                    "v{}  {}  {}  [{}]{}",
+                    set.version,
+                    set.meta.time,
+                    set.meta.author,
+                    set.meta.source.as_str(),
+                    reason
+                );
+                for change in &set.changes {
+                    match &change.value {
+                        Some(value) => println!("    {} = {value}", change.key),
+                        None => println!("    {} deleted", change.key),
+                    }
+                }
+            }
+        }
+        Request::SchemaPush(request) => {
+            let outcome: SchemaPushOutcome = api.call(endpoint::SCHEMA_PUSH, &request).await?;
+            if json {
+                print_json(&outcome);
+            } else {
+                println!("schema of {} stored", request.namespace);
+                for v in &outcome.forced_violations {
+                    println!(
+                        "warning (forced): key {:?} breaks rule {:?}: {}",
+                        v.key, v.rule, v.message
+                    );
+                }
+            }
+        }
+        Request::SchemaGet(request) => {
+            let record: SchemaRecord = api.call(endpoint::SCHEMA_GET, &request).await?;
+            if json {
+                print_json(&record);
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&record.schema).unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!("{}", serde_json::to_string(value).unwrap_or_default());
+}
+
+fn print_change(outcome: &ChangeOutcome, dry_run: bool, json: bool) {
+    if json {
+        print_json(outcome);
+        return;
+    }
+    for DiffEntry { key, old, new } in &outcome.diff {
+        match (old, new) {
+            (None, Some(new)) => println!("+ {key} = {new}"),
+            (Some(old), None) => println!("- {key} (was {old})"),
+            (Some(old), Some(new)) => println!("~ {key}: {old} -> {new}"),
+            (None, None) => {}
+        }
+    }
+    if dry_run {
+        println!(
+            "dry run: valid; {} key(s) would change at version {}",
+            outcome.diff.len(),
+            outcome.version
+        );
+    } else if outcome.committed {
+        println!(
+            "committed version {} (was {})",
+            outcome.version, outcome.previous_version
+        );
+    } else {
+        println!("no change; still at version {}", outcome.version);
+    }
+}
+
+async fn watch(nats_url: &str, namespace: &str, env: &str, json: bool) -> Result<(), CliError> {
+    let config = Subscriber::builder(namespace, env)
+        .nats_url(nats_url)
+        .client_name("mycosynth-watch")
+        .connect()
+        .await
+        .map_err(|e| match e {
+            mycosynth_subscriber::Error::InvalidName(err) => {
+                CliError::Api(validation(&err.to_string(), err.rule(), err.to_string()))
+            }
+            other => CliError::Local(exit::UNAVAILABLE, other.to_string()),
+        })?;
+    let mut changes = config.subscribe();
+    let snapshot = config.snapshot();
+    if json {
+        print_json(
+            &serde_json::json!({"version": snapshot.version(), "values": snapshot.to_json(), "cause": "load"}),
+        );
+    } else {
+        println!(
+            "watching {namespace}/{env} at version {} ({} keys); Ctrl-C to stop",
+            snapshot.version(),
+            snapshot.len()
+        );
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            notice = changes.recv() => {
+                let notice = match notice {
+                    Ok(notice) => notice,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                };
+                let snapshot = config.snapshot();
+                let values: BTreeMap<&str, Option<&Value>> =
+                    notice.keys.iter().map(|k| (k.as_str(), snapshot.raw(k).map(|(v, _)| v))).collect();
+                let delay_us = (notice.committed_at_us > 0).then(|| notice.applied_at_us - notice.committed_at_us);
+                if json {
+                    print_json(&serde_json::json!({
+                        "version": notice.version,
+                        "previous_version": notice.previous_version,
+                        "values": values,
+                        "author": notice.author,
+                        "reason": notice.reason,
+                        "change_id": notice.change_id,
+                        "cause": match notice.cause { NoticeCause::Event => "event", NoticeCause::Resync => "resync" },
+                        "committed_at_us": notice.committed_at_us,
+                        "applied_at_us": notice.applied_at_us,
+                        "delay_us": delay_us,
+                    }));
+                } else {
+                    let delay = delay_us.map(|d| format!(", {:.2} ms after commit", d as f64 / 1000.0)).unwrap_or_default();
+                    println!("v{} (from v{}) by {}{delay}", notice.version, notice.previous_version, if notice.author.is_empty() { "resync" } else { &notice.author });
+                    for (key, value) in values {
+                        match value {
+                            Some(value) => println!("    {key} = {value}"),
+                            None => println!("    {key} deleted"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The one place where failures become exit codes and one-line messages.
+
+use std::process::ExitCode;
+
+use mycosynth_subscriber::wire::{ApiError, ErrorKind};
+
+/// Success.
+pub const OK: u8 = 0;
+/// Anything not listed below (a fault inside Mycosynth).
+pub const INTERNAL: u8 = 1;
+/// Wrong command-line usage (clap's own code).
+pub const USAGE: u8 = 2;
+/// The change breaks a rule: names, sizes, malformed JSON/YAML, or the namespace schema.
+pub const VALIDATION: u8 = 3;
+/// `--expect-version` is not the current version.
+pub const CONFLICT: u8 = 4;
+/// The identity may not do this.
+pub const ACCESS_DENIED: u8 = 5;
+/// No such namespace, environment, key, version or schema.
+pub const NOT_FOUND: u8 = 6;
+/// NATS or the validator cannot be reached; nothing is known to be written.
+pub const UNAVAILABLE: u8 = 7;
+/// An input file cannot be read.
+pub const INPUT: u8 = 8;
+
+/// The table printed by `mycosynth --help`.
+pub const EXIT_CODES_HELP: &str =
+    "Exit codes: 0 ok, 1 internal error, 2 usage, 3 validation failed, \
+4 version conflict, 5 access denied, 6 not found, 7 service unavailable, 8 input file unreadable";
+
+/// A CLI failure: the API's error, or a local one with its code.
+#[derive(Debug)]
+pub enum CliError {
+    /// The validator (or the connection to it) said no.
+    Api(ApiError),
+    /// A local problem: message and exit code.
+    Local(u8, String),
+}
+
+impl From<ApiError> for CliError {
+    fn from(err: ApiError) -> Self {
+        CliError::Api(err)
+    }
+}
+
+/// The exit code of an API error kind.
+pub fn code_of(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Validation | ErrorKind::BadRequest => VALIDATION,
+        ErrorKind::Conflict => CONFLICT,
+        ErrorKind::AccessDenied => ACCESS_DENIED,
+        ErrorKind::NotFound => NOT_FOUND,
+        ErrorKind::Unavailable => UNAVAILABLE,
+        ErrorKind::Internal => INTERNAL,
+    }
+}
+
+/// Prints the failure on stderr (one line per broken rule) and returns its exit code.
+pub fn report(err: &CliError, json: bool) -> ExitCode {
+    match err {
+        CliError::Api(err) => {
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::to_string(err).unwrap_or_else(|_| err.message.clone())
+                );
+            } else if err.violations.is_empty() {
+                eprintln!(
+                    "mycosynth: {}: {}",
+                    err.kind.as_str().replace('_', " "),
+                    err.message
+                );
+            } else {
+                for v in &err.violations {
+                    eprintln!(
+                        "mycosynth: validation failed: key {:?} broke rule {:?}: {}",
+                        v.key, v.rule, v.message
+                    );
+                }
+            }
+            ExitCode::from(code_of(err.kind))
+        }
+        CliError::Local(code, message) => {
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"kind": "local", "code": code, "message": message})
+                );
+            } else {
+                eprintln!("mycosynth: {message}");
+            }
+            ExitCode::from(*code)
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The `mycosynth` command line: arguments ([`args`]), commands ([`commands`]) and the one place
+//! where errors become exit codes ([`exit`]).
+
+pub mod args;
+pub mod commands;
+pub mod exit;
+
+pub use args::Cli;
+pub use commands::run;

@@ -1,0 +1,80 @@
+//! The client of the validator's API: one request, one typed reply or an [`ApiError`] whose
+//! kind the caller matches on.
+
+use std::time::Duration;
+
+use mycosynth_subscriber::wire::{api_subject, ApiError, ErrorKind, Reply};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Talks to whichever validator instance answers first.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    client: async_nats::Client,
+    timeout: Duration,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+    ApiError {
+        kind,
+        message: message.into(),
+        violations: Vec::new(),
+        current_version: None,
+    }
+}
+
+impl ApiClient {
+    /// Connects to NATS.
+    pub async fn connect(urls: &str, timeout: Duration) -> Result<ApiClient, ApiError> {
+        let client = crate::connect(urls, "mycosynth-cli").await.map_err(|e| {
+            error(
+                ErrorKind::Unavailable,
+                format!("cannot connect to NATS at {urls}: {e}"),
+            )
+        })?;
+        Ok(ApiClient { client, timeout })
+    }
+
+    /// Wraps an existing connection.
+    pub fn new(client: async_nats::Client, timeout: Duration) -> ApiClient {
+        ApiClient { client, timeout }
+    }
+
+    /// Sends `request` to `endpoint` and decodes the reply.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        request: &Req,
+    ) -> Result<Resp, ApiError> {
+        let body =
+            serde_json::to_vec(request).map_err(|e| error(ErrorKind::BadRequest, e.to_string()))?;
+        let subject = api_subject(endpoint);
+        let reply = tokio::time::timeout(self.timeout, self.client.request(subject, body.into()))
+            .await
+            .map_err(|_| {
+                error(
+                    ErrorKind::Unavailable,
+                    format!("no reply from the validator within {:?}", self.timeout),
+                )
+            })?
+            .map_err(|e| match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => error(
+                    ErrorKind::Unavailable,
+                    "no validator is serving (start one with `mycosynth serve`)",
+                ),
+                async_nats::RequestErrorKind::TimedOut => error(
+                    ErrorKind::Unavailable,
+                    "the validator did not answer in time",
+                ),
+                _ => error(ErrorKind::Unavailable, e.to_string()),
+            })?;
+        match serde_json::from_slice::<Reply<Resp>>(&reply.payload) {
+            Ok(Reply::Ok(value)) => Ok(value),
+            Ok(Reply::Error(err)) => Err(err),
+            Err(e) => Err(error(
+                ErrorKind::Internal,
+                format!("unreadable reply from the validator: {e}"),
+            )),
+        }
+    }
+}

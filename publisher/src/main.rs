@@ -1,0 +1,66 @@
+//! `mycosynth`: the operator CLI, and `mycosynth serve`, the validator service.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mycosynth::cli::{self, args::Command, Cli};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Serve(args) => {
+            let filter =
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+            let logs = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr);
+            if args.log_json {
+                logs.json().init();
+            } else {
+                logs.init();
+            }
+            let config = mycosynth::service::ValidatorConfig {
+                nats_url: cli.nats_url.clone(),
+                http_addr: Some(args.http),
+                require_schema: args.require_schema,
+                replicas: args.replicas,
+            };
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        term.recv().await;
+                    }
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let stop = async move {
+                tokio::select! { _ = shutdown => {}, _ = terminate => {} }
+            };
+            match mycosynth::service::run(config, stop, |http| {
+                tracing::info!(http = ?http, "ready");
+            })
+            .await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("mycosynth serve: {err}");
+                    ExitCode::from(cli::exit::UNAVAILABLE)
+                }
+            }
+        }
+        _ => {
+            let filter =
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            cli::run(cli).await
+        }
+    }
+}

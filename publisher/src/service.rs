@@ -1,0 +1,827 @@
+//! The validator service: the only writer. It serves the API endpoints over NATS
+//! request/reply (registered with NATS's service API, so `nats micro ls/info/stats` see it),
+//! validates each change set, commits it atomically and publishes one change event.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_nats::service::ServiceExt;
+use bytes::Bytes;
+use futures::StreamExt;
+use mycosynth_subscriber::wire::{
+    self, api_subject, endpoint, event_subject, schema_subject, ApiError, ChangeEvent, ChangeMeta,
+    ChangeOutcome, ChangeRequest, ChangeSetRecord, ChangeSource, Environment, ErrorKind,
+    EventChange, GetOutcome, GetRequest, HeadRecord, HistoryOutcome, HistoryRequest, KeyChange,
+    Namespace, Reply, RollbackRequest, SchemaGetRequest, SchemaPushOutcome, SchemaPushRequest,
+    SchemaRecord, ValueRecord, Violation, EVENT_FORMAT, MAX_REQUEST_BYTES,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::schema::Schema;
+use crate::store::{BucketOptions, Commit, State, Store, StoreError};
+use crate::validate;
+
+/// How the validator runs.
+#[derive(Debug, Clone)]
+pub struct ValidatorConfig {
+    /// NATS URL(s), comma-separated.
+    pub nats_url: String,
+    /// Where to serve `/metrics` and `/health` (None: no HTTP port).
+    pub http_addr: Option<SocketAddr>,
+    /// Refuse changes to namespaces without a schema.
+    pub require_schema: bool,
+    /// Replicas for buckets created by this validator.
+    pub replicas: usize,
+}
+
+/// Why the validator could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// NATS could not be reached.
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect {
+        /// URL(s).
+        url: String,
+        /// What the client said.
+        message: String,
+    },
+    /// The buckets could not be opened or created.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The service API or the HTTP port could not start.
+    #[error("cannot start: {0}")]
+    Start(String),
+}
+
+/// How many times a change set without `expected_version` is retried after losing a race.
+const MAX_COMMIT_ATTEMPTS: usize = 8;
+/// How long shutdown waits for in-flight requests and a final flush.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs the validator until `shutdown` resolves. Calls `ready` with the HTTP address once
+/// requests are being served.
+pub async fn run(
+    config: ValidatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(Option<SocketAddr>),
+) -> Result<(), ServeError> {
+    let metrics = crate::http::install_metrics().map_err(ServeError::Start)?;
+    let client = crate::connect(&config.nats_url, "mycosynth-validator")
+        .await
+        .map_err(|message| ServeError::Connect {
+            url: config.nats_url.clone(),
+            message,
+        })?;
+    let store = Store::open(
+        client.clone(),
+        BucketOptions {
+            replicas: config.replicas,
+        },
+    )
+    .await?;
+    let validator = Arc::new(Validator {
+        store,
+        require_schema: config.require_schema,
+        slots: Mutex::new(HashMap::new()),
+        schemas: Mutex::new(HashMap::new()),
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http_addr = match config.http_addr {
+        Some(addr) => {
+            let mut stop = stop_rx.clone();
+            let bound = crate::http::serve(addr, metrics, client.clone(), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(|e| ServeError::Start(format!("http port {addr}: {e}")))?;
+            Some(bound)
+        }
+        None => None,
+    };
+
+    let service = client
+        .service_builder()
+        .description("Mycosynth validator: the only writer of config")
+        .queue_group(wire::SERVICE_QUEUE_GROUP)
+        .start(wire::SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| ServeError::Start(e.to_string()))?;
+    let group = service.group(wire::API_PREFIX);
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in [
+        endpoint::CHANGE,
+        endpoint::ROLLBACK,
+        endpoint::GET,
+        endpoint::HISTORY,
+        endpoint::SCHEMA_PUSH,
+        endpoint::SCHEMA_GET,
+    ] {
+        let mut requests = group
+            .endpoint(name)
+            .await
+            .map_err(|e| ServeError::Start(e.to_string()))?;
+        let validator = Arc::clone(&validator);
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let mut inflight = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    request = requests.next() => {
+                        let Some(request) = request else { break };
+                        let validator = Arc::clone(&validator);
+                        inflight.spawn(async move { validator.serve(name, request).await });
+                    }
+                    Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                }
+            }
+            // Answer what was already accepted before stopping.
+            while inflight.join_next().await.is_some() {}
+        });
+    }
+    tracing::info!(nats = %config.nats_url, http = ?http_addr, subject = %api_subject("*"), "validator serving");
+    ready(http_addr);
+
+    shutdown.await;
+    tracing::info!("validator shutting down");
+    stop_tx.send_replace(true);
+    // Bounded: with NATS gone, unsubscribing and flushing would wait for a reconnect forever.
+    let drain = async {
+        while tasks.join_next().await.is_some() {}
+        let _ = service.stop().await;
+        let _ = client.flush().await;
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::warn!("gave up waiting for in-flight requests and NATS at shutdown");
+    }
+    Ok(())
+}
+
+/// A failed request, before it is written as a reply.
+type Failure = ApiError;
+
+fn failure(kind: ErrorKind, message: impl Into<String>) -> Failure {
+    ApiError {
+        kind,
+        message: message.into(),
+        violations: Vec::new(),
+        current_version: None,
+    }
+}
+
+fn invalid(violations: Vec<Violation>) -> Failure {
+    let message = match violations.as_slice() {
+        [one] => one.message.clone(),
+        many => format!("{} rules broken; first: {}", many.len(), many[0].message),
+    };
+    ApiError {
+        kind: ErrorKind::Validation,
+        message,
+        violations,
+        current_version: None,
+    }
+}
+
+fn from_store(err: StoreError) -> Failure {
+    match err {
+        StoreError::Conflict => failure(
+            ErrorKind::Conflict,
+            "the namespace/environment changed concurrently",
+        ),
+        StoreError::Unavailable(m) => failure(ErrorKind::Unavailable, m),
+        other => failure(ErrorKind::Internal, other.to_string()),
+    }
+}
+
+/// What a change request asks for.
+enum Intent {
+    /// Set/delete these keys (`replace`: and delete every other key).
+    Changes {
+        changes: Vec<KeyChange>,
+        replace: bool,
+    },
+    /// Make the state equal to this document.
+    Restore(BTreeMap<String, Value>),
+}
+
+/// Who/why/where of a change, before it is committed.
+struct Attribution {
+    author: String,
+    reason: String,
+    source: ChangeSource,
+    git_commit: Option<String>,
+}
+
+/// The cached state of one namespace/environment, behind the lock that serializes its commits.
+type Slot = Arc<AsyncMutex<Option<State>>>;
+
+struct Validator {
+    store: Store,
+    require_schema: bool,
+    /// One slot per namespace/environment: serializes this instance's commits to it and caches
+    /// its state between requests (another validator's commit shows up as a failed CAS).
+    slots: Mutex<HashMap<(Namespace, Environment), Slot>>,
+    /// Compiled schemas by namespace, with the raw schema they were compiled from.
+    schemas: Mutex<HashMap<Namespace, Arc<Schema>>>,
+}
+
+impl Validator {
+    async fn serve(&self, name: &'static str, request: async_nats::service::Request) {
+        let started = Instant::now();
+        let body = request.message.payload.clone();
+        let reply = match name {
+            endpoint::CHANGE => encode(self.change(parse::<ChangeRequest>(&body)).await),
+            endpoint::ROLLBACK => encode(self.rollback(parse::<RollbackRequest>(&body)).await),
+            endpoint::GET => encode(self.get(parse::<GetRequest>(&body)).await),
+            endpoint::HISTORY => encode(self.history(parse::<HistoryRequest>(&body)).await),
+            endpoint::SCHEMA_PUSH => {
+                encode(self.schema_push(parse::<SchemaPushRequest>(&body)).await)
+            }
+            endpoint::SCHEMA_GET => encode(self.schema_get(parse::<SchemaGetRequest>(&body)).await),
+            _ => encode::<()>(Err(failure(
+                ErrorKind::BadRequest,
+                format!("unknown endpoint {name}"),
+            ))),
+        };
+        let (bytes, outcome) = reply;
+        metrics::counter!("mycosynth_validator_requests_total", "endpoint" => name, "outcome" => outcome).increment(1);
+        metrics::histogram!("mycosynth_validator_request_seconds", "endpoint" => name)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(err) = request.respond(Ok(bytes)).await {
+            tracing::warn!(endpoint = name, error = %err, "could not send the reply");
+        }
+    }
+
+    fn slot(&self, ns: &Namespace, env: &Environment) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(slots.entry((ns.clone(), env.clone())).or_default())
+    }
+
+    async fn schema(&self, ns: &Namespace) -> Result<Option<Arc<Schema>>, Failure> {
+        // Read on every change so that all validator instances use the schema just pushed;
+        // compile only when it differs from the cached one.
+        let Some(record) = self.store.schema(ns).await.map_err(from_store)? else {
+            return Ok(None);
+        };
+        if let Some(cached) = self
+            .schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ns)
+        {
+            if cached.raw() == &record.schema {
+                return Ok(Some(Arc::clone(cached)));
+            }
+        }
+        let compiled = Arc::new(Schema::compile(record.schema).map_err(|v| invalid(vec![v]))?);
+        self.schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ns.clone(), Arc::clone(&compiled));
+        Ok(Some(compiled))
+    }
+
+    async fn change(
+        &self,
+        request: Result<ChangeRequest, Failure>,
+    ) -> Result<ChangeOutcome, Failure> {
+        let request = request?;
+        let (ns, env) =
+            validate::names(&request.namespace, &request.environment).map_err(invalid)?;
+        let only_deletes =
+            !request.changes.is_empty() && request.changes.iter().all(|c| c.value.is_none());
+        let attribution = Attribution {
+            author: request.author,
+            reason: request.reason,
+            source: request.source,
+            git_commit: request.git_commit,
+        };
+        let intent = Intent::Changes {
+            changes: request.changes,
+            replace: request.replace,
+        };
+        let outcome = self
+            .commit(
+                &ns,
+                &env,
+                intent,
+                request.expected_version,
+                attribution,
+                request.dry_run,
+            )
+            .await?;
+        if only_deletes && !outcome.committed && outcome.diff.is_empty() && !request.dry_run {
+            return Err(failure(
+                ErrorKind::NotFound,
+                format!("no such key in {ns}/{env}"),
+            ));
+        }
+        Ok(outcome)
+    }
+
+    async fn rollback(
+        &self,
+        request: Result<RollbackRequest, Failure>,
+    ) -> Result<ChangeOutcome, Failure> {
+        let request = request?;
+        let (ns, env) =
+            validate::names(&request.namespace, &request.environment).map_err(invalid)?;
+        let history = self.store.history(&ns, &env).await.map_err(from_store)?;
+        let latest = history.last().map_or(0, |s| s.version);
+        if request.to_version > latest {
+            return Err(failure(
+                ErrorKind::NotFound,
+                format!(
+                    "{ns}/{env} has no version {} (latest is {latest})",
+                    request.to_version
+                ),
+            ));
+        }
+        let target = state_at(&history, request.to_version).map_err(|missing| {
+            failure(
+                ErrorKind::Internal,
+                format!("history of {ns}/{env} lacks version {missing}"),
+            )
+        })?;
+        let reason = if request.reason.is_empty() {
+            format!("rollback to version {}", request.to_version)
+        } else {
+            request.reason
+        };
+        let attribution = Attribution {
+            author: request.author,
+            reason,
+            source: ChangeSource::Rollback,
+            git_commit: None,
+        };
+        self.commit(
+            &ns,
+            &env,
+            Intent::Restore(target),
+            request.expected_version,
+            attribution,
+            request.dry_run,
+        )
+        .await
+    }
+
+    async fn commit(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        intent: Intent,
+        expected_version: Option<u64>,
+        attribution: Attribution,
+        dry_run: bool,
+    ) -> Result<ChangeOutcome, Failure> {
+        let span = tracing::info_span!("commit", namespace = %ns, environment = %env, author = %attribution.author);
+        let _enter = span.enter();
+        let slot = self.slot(ns, env);
+        let mut cached = slot.lock().await;
+        let mut fresh = false;
+        for attempt in 1..=MAX_COMMIT_ATTEMPTS {
+            let state = match cached.take() {
+                Some(state) => state,
+                None => {
+                    fresh = true;
+                    self.store.load_state(ns, env).await.map_err(from_store)?
+                }
+            };
+            if let Some(expected) = expected_version {
+                if expected != state.version {
+                    if !fresh {
+                        // Our cache may be behind another validator; check before refusing.
+                        fresh = true;
+                        continue;
+                    }
+                    let version = state.version;
+                    *cached = Some(state);
+                    metrics::counter!("mycosynth_validator_rejections_total", "reason" => "conflict").increment(1);
+                    return Err(ApiError {
+                        current_version: Some(version),
+                        ..failure(
+                            ErrorKind::Conflict,
+                            format!("{ns}/{env} is at version {version}, not {expected}"),
+                        )
+                    });
+                }
+            }
+            let schema = self.schema(ns).await?;
+            let current = state.documents();
+            let (changes, replace) = match &intent {
+                Intent::Changes { changes, replace } => (changes.clone(), *replace),
+                Intent::Restore(target) => (validate::difference(&current, target).0, false),
+            };
+            let plan = match validate::plan(
+                &current,
+                &changes,
+                replace,
+                schema.as_deref(),
+                self.require_schema,
+            ) {
+                Ok(plan) => plan,
+                Err(violations) => {
+                    for v in &violations {
+                        metrics::counter!("mycosynth_validator_rejections_total", "reason" => v.rule.clone()).increment(1);
+                    }
+                    tracing::info!(violations = violations.len(), first = %violations[0].message, "change set refused");
+                    *cached = Some(state);
+                    return Err(invalid(violations));
+                }
+            };
+            if dry_run || plan.is_empty() {
+                let version = state.version;
+                *cached = Some(state);
+                return Ok(ChangeOutcome {
+                    version,
+                    previous_version: version,
+                    committed: false,
+                    change_id: None,
+                    diff: plan.diff,
+                });
+            }
+
+            let meta = new_meta(&attribution);
+            let version = state.version + 1;
+            let values: Vec<(String, ValueRecord)> = plan
+                .changes
+                .iter()
+                .filter_map(|c| {
+                    let value = c.value.clone()?;
+                    Some((
+                        c.key.clone(),
+                        ValueRecord {
+                            value,
+                            version,
+                            meta: meta.clone(),
+                        },
+                    ))
+                })
+                .collect();
+            let history = ChangeSetRecord {
+                namespace: ns.to_string(),
+                environment: env.to_string(),
+                version,
+                previous_version: state.version,
+                meta: meta.clone(),
+                changes: plan.changes.clone(),
+            };
+            let head = HeadRecord {
+                version,
+                keys: plan.document.len() as u64,
+                meta: meta.clone(),
+            };
+            let started = Instant::now();
+            let committed = self
+                .store
+                .commit(&Commit {
+                    namespace: ns,
+                    environment: env,
+                    expected_head_revision: state.head_revision,
+                    values: values.clone(),
+                    history,
+                    head,
+                })
+                .await;
+            match committed {
+                Ok(head_revision) => {
+                    metrics::histogram!("mycosynth_validator_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("mycosynth_validator_commits_total").increment(1);
+                    let mut next = state;
+                    for change in &plan.changes {
+                        if change.value.is_none() {
+                            next.values.remove(&change.key);
+                        }
+                    }
+                    next.values.extend(values);
+                    next.version = version;
+                    next.head_revision = head_revision;
+                    *cached = Some(next);
+                    self.publish_event(ns, env, version, &plan.changes, &meta)
+                        .await;
+                    tracing::info!(version, keys = plan.changes.len(), change_id = %meta.change_id, "committed");
+                    return Ok(ChangeOutcome {
+                        version,
+                        previous_version: version - 1,
+                        committed: true,
+                        change_id: Some(meta.change_id),
+                        diff: plan.diff,
+                    });
+                }
+                Err(StoreError::Conflict) => {
+                    // Another validator committed first: reload and validate again.
+                    metrics::counter!("mycosynth_validator_commit_conflicts_total").increment(1);
+                    tracing::debug!(attempt, "lost a commit race; reloading");
+                    fresh = false;
+                    continue;
+                }
+                Err(err) => {
+                    // The outcome of an unanswered commit is unknown: reload before the next one.
+                    tracing::warn!(error = %err, "commit failed");
+                    return Err(from_store(err));
+                }
+            }
+        }
+        Err(failure(
+            ErrorKind::Unavailable,
+            format!("{ns}/{env} is changing too fast; try again"),
+        ))
+    }
+
+    async fn publish_event(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        version: u64,
+        changes: &[KeyChange],
+        meta: &ChangeMeta,
+    ) {
+        let event = ChangeEvent {
+            format: EVENT_FORMAT,
+            namespace: ns.to_string(),
+            environment: env.to_string(),
+            version,
+            previous_version: version - 1,
+            changes: changes
+                .iter()
+                .map(|c| EventChange {
+                    key: c.key.clone(),
+                    value_json: c.value.as_ref().map(Value::to_string),
+                })
+                .collect(),
+            change_id: meta.change_id.clone(),
+            author: meta.author.clone(),
+            reason: meta.reason.clone(),
+            source: meta.source.as_str().to_owned(),
+            committed_at_us: meta.time_us,
+        };
+        // A lost event is repaired by subscribers (gap or anti-entropy resync), so a failure
+        // here does not undo the commit.
+        if let Err(err) = self
+            .store
+            .client()
+            .publish(event_subject(ns, env), Bytes::from(event.encode()))
+            .await
+        {
+            tracing::warn!(error = %err, version, "could not publish the change event");
+        }
+    }
+
+    async fn get(&self, request: Result<GetRequest, Failure>) -> Result<GetOutcome, Failure> {
+        let request = request?;
+        let (ns, env) =
+            validate::names(&request.namespace, &request.environment).map_err(invalid)?;
+        let state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
+        let values: Vec<(String, ValueRecord)> = match &request.key {
+            Some(key) => match state.values.get(key) {
+                Some(record) => vec![(key.clone(), record.clone())],
+                None => {
+                    return Err(failure(
+                        ErrorKind::NotFound,
+                        format!("key {key:?} is not set in {ns}/{env}"),
+                    ))
+                }
+            },
+            None => state.values.into_iter().collect(),
+        };
+        Ok(GetOutcome {
+            version: state.version,
+            values,
+        })
+    }
+
+    async fn history(
+        &self,
+        request: Result<HistoryRequest, Failure>,
+    ) -> Result<HistoryOutcome, Failure> {
+        let request = request?;
+        let (ns, env) =
+            validate::names(&request.namespace, &request.environment).map_err(invalid)?;
+        let mut sets = self.store.history(&ns, &env).await.map_err(from_store)?;
+        if let Some(key) = &request.key {
+            sets.retain(|s| s.changes.iter().any(|c| &c.key == key));
+        }
+        sets.reverse();
+        sets.truncate(request.limit.unwrap_or(100));
+        Ok(HistoryOutcome { change_sets: sets })
+    }
+
+    async fn schema_push(
+        &self,
+        request: Result<SchemaPushRequest, Failure>,
+    ) -> Result<SchemaPushOutcome, Failure> {
+        let request = request?;
+        let ns = Namespace::new(&request.namespace)
+            .map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
+        let schema = Schema::compile(request.schema.clone()).map_err(|v| invalid(vec![v]))?;
+        let mut violations = Vec::new();
+        for env in self.store.environments(&ns).await.map_err(from_store)? {
+            let state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
+            let document = Value::Object(state.documents().into_iter().collect());
+            violations.extend(schema.violations(&document).into_iter().map(|v| Violation {
+                message: format!("{env}: {}", v.message),
+                ..v
+            }));
+        }
+        if !violations.is_empty() && !request.force {
+            let mut err = invalid(violations);
+            err.message = format!(
+                "live config violates the new schema ({}); use --force to push anyway",
+                err.message
+            );
+            return Err(err);
+        }
+        let record = SchemaRecord {
+            schema: request.schema,
+            author: request.author,
+            time: new_meta_time().0,
+        };
+        self.store
+            .put_schema(&ns, &record)
+            .await
+            .map_err(from_store)?;
+        self.schemas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ns.clone(), Arc::new(schema));
+        if let Err(err) = self
+            .store
+            .client()
+            .publish(schema_subject(&ns), Bytes::new())
+            .await
+        {
+            tracing::warn!(error = %err, "could not announce the schema change");
+        }
+        tracing::info!(namespace = %ns, forced = !violations.is_empty(), "schema pushed");
+        Ok(SchemaPushOutcome {
+            forced_violations: violations,
+        })
+    }
+
+    async fn schema_get(
+        &self,
+        request: Result<SchemaGetRequest, Failure>,
+    ) -> Result<SchemaRecord, Failure> {
+        let request = request?;
+        let ns = Namespace::new(&request.namespace)
+            .map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
+        self.store
+            .schema(&ns)
+            .await
+            .map_err(from_store)?
+            .ok_or_else(|| failure(ErrorKind::NotFound, format!("namespace {ns} has no schema")))
+    }
+}
+
+/// The document at `version`, folded from the change sets 1..=version. Err(v): version v is
+/// missing from the history.
+pub fn state_at(history: &[ChangeSetRecord], version: u64) -> Result<BTreeMap<String, Value>, u64> {
+    let mut document = BTreeMap::new();
+    let mut expected = 1;
+    for set in history.iter().take_while(|s| s.version <= version) {
+        if set.version != expected {
+            return Err(expected);
+        }
+        for change in &set.changes {
+            match &change.value {
+                Some(value) => document.insert(change.key.clone(), value.clone()),
+                None => document.remove(&change.key),
+            };
+        }
+        expected += 1;
+    }
+    if expected != version + 1 {
+        return Err(expected);
+    }
+    Ok(document)
+}
+
+fn new_meta_time() -> (String, i64) {
+    let now = time::OffsetDateTime::now_utc();
+    let text = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let micros = i64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
+    (text, micros)
+}
+
+fn new_meta(attribution: &Attribution) -> ChangeMeta {
+    let (time, time_us) = new_meta_time();
+    ChangeMeta {
+        change_id: uuid::Uuid::now_v7().to_string(),
+        author: attribution.author.clone(),
+        time,
+        time_us,
+        reason: attribution.reason.clone(),
+        source: attribution.source,
+        git_commit: attribution.git_commit.clone(),
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+    if body.len() > MAX_REQUEST_BYTES {
+        metrics::counter!("mycosynth_validator_rejections_total", "reason" => "too_large")
+            .increment(1);
+        return Err(failure(
+            ErrorKind::BadRequest,
+            format!(
+                "request of {} bytes is larger than {MAX_REQUEST_BYTES} bytes",
+                body.len()
+            ),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        metrics::counter!("mycosynth_validator_rejections_total", "reason" => "malformed")
+            .increment(1);
+        failure(ErrorKind::BadRequest, format!("malformed request: {e}"))
+    })
+}
+
+fn encode<T: serde::Serialize>(result: Result<T, Failure>) -> (Bytes, &'static str) {
+    let (reply, outcome) = match result {
+        Ok(value) => (serde_json::to_vec(&Reply::Ok(value)), "ok"),
+        Err(err) => {
+            let kind = err.kind.as_str();
+            (serde_json::to_vec(&Reply::<T>::Error(err)), kind)
+        }
+    };
+    (
+        Bytes::from(reply.unwrap_or_else(|_| {
+            br#"{"error":{"kind":"internal","message":"reply not encodable"}}"#.to_vec()
+        })),
+        outcome,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(version: u64, changes: Vec<KeyChange>) -> ChangeSetRecord {
+        ChangeSetRecord {
+            namespace: "ns".into(),
+            environment: "e".into(),
+            version,
+            previous_version: version - 1,
+            meta: ChangeMeta {
+                change_id: String::new(),
+                author: String::new(),
+                time: String::new(),
+                time_us: 0,
+                reason: String::new(),
+                source: ChangeSource::Cli,
+                git_commit: None,
+            },
+            changes,
+        }
+    }
+
+    #[test]
+    fn state_at_folds_history() {
+        let history = vec![
+            set(
+                1,
+                vec![KeyChange {
+                    key: "a".into(),
+                    value: Some(json!(1)),
+                }],
+            ),
+            set(
+                2,
+                vec![KeyChange {
+                    key: "b".into(),
+                    value: Some(json!(2)),
+                }],
+            ),
+            set(
+                3,
+                vec![KeyChange {
+                    key: "a".into(),
+                    value: None,
+                }],
+            ),
+        ];
+        assert_eq!(state_at(&history, 0).unwrap(), BTreeMap::new());
+        assert_eq!(
+            state_at(&history, 2).unwrap(),
+            BTreeMap::from([("a".into(), json!(1)), ("b".into(), json!(2))])
+        );
+        assert_eq!(
+            state_at(&history, 3).unwrap(),
+            BTreeMap::from([("b".into(), json!(2))])
+        );
+        assert_eq!(
+            state_at(&history[1..], 3),
+            Err(1),
+            "a hole in history is reported"
+        );
+    }
+}

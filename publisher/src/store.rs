@@ -1,0 +1,377 @@
+//! The validator's side of NATS JetStream: creating the buckets, reading state, history and
+//! schemas, and committing a change set as one atomic batch. All KV keys and subjects come from
+//! the wire contract (`mycosynth_subscriber::wire`).
+//!
+//! A commit is one JetStream atomic batch (ADR-50) on the config bucket's stream: every changed
+//! key, the history record of the new version and, last, the version head, published with a
+//! compare-and-set on the head's previous revision. Either all of it is stored or none of it, and
+//! two validators racing on one namespace/environment cannot both win: the loser's batch fails
+//! as a whole and it reloads and retries.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::header::{self, HeaderMap};
+use async_nats::jetstream::{self, context::PublishErrorKind, kv};
+use bytes::Bytes;
+use mycosynth_subscriber::kv_scan::{scan, ScanError};
+use mycosynth_subscriber::wire::{
+    classify_state_key, head_key, heads_filter, history_filter, history_key, kv_stream, kv_subject,
+    state_filter, value_key, ChangeSetRecord, Environment, HeadRecord, KeyChange, Namespace,
+    SchemaRecord, StateEntry, ValueRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
+};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The head moved since it was read: another change set was committed first.
+    #[error("the namespace/environment changed concurrently")]
+    Conflict,
+    /// NATS or JetStream did not answer, or answered that it cannot serve now.
+    #[error("config store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record is not what this build can read.
+    #[error("stored record {key} is damaged: {message}")]
+    Damaged {
+        /// The KV key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Anything else JetStream refused.
+    #[error("config store refused the operation: {0}")]
+    Refused(String),
+}
+
+impl From<ScanError> for StoreError {
+    fn from(err: ScanError) -> Self {
+        StoreError::Unavailable(err.to_string())
+    }
+}
+
+/// The state of one namespace/environment as the validator sees it.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// Current version (0: nothing committed yet).
+    pub version: u64,
+    /// KV revision of the head record (0: no head yet); the compare-and-set of the next commit.
+    pub head_revision: u64,
+    /// Current values with their records.
+    pub values: BTreeMap<String, ValueRecord>,
+}
+
+impl State {
+    /// Just the values.
+    pub fn documents(&self) -> BTreeMap<String, serde_json::Value> {
+        self.values
+            .iter()
+            .map(|(k, r)| (k.clone(), r.value.clone()))
+            .collect()
+    }
+}
+
+/// What one commit writes.
+#[derive(Debug)]
+pub struct Commit<'a> {
+    /// Namespace.
+    pub namespace: &'a Namespace,
+    /// Environment.
+    pub environment: &'a Environment,
+    /// Revision of the head the change set was validated against.
+    pub expected_head_revision: u64,
+    /// The new records of set keys; deleted keys are in `history.changes` with no value.
+    pub values: Vec<(String, ValueRecord)>,
+    /// The history record of the new version.
+    pub history: ChangeSetRecord,
+    /// The new head.
+    pub head: HeadRecord,
+}
+
+/// Handle on the buckets.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    /// The schema bucket, read by direct get (one round trip) on every change request.
+    schemas: kv::Store,
+    read_timeout: Duration,
+}
+
+/// Bucket settings chosen at creation.
+#[derive(Debug, Clone, Copy)]
+pub struct BucketOptions {
+    /// Replicas of each bucket's stream (1 on a single server, 3 on a cluster).
+    pub replicas: usize,
+}
+
+const KV_HISTORY: i64 = 10;
+/// Largest stored message: a value of up to 1 MiB plus its metadata, or a history record of a
+/// change set. The server's `max_payload` must be at least this (see `nats/`).
+const MAX_MESSAGE_BYTES: i32 = 8 * 1024 * 1024;
+
+impl Store {
+    /// Opens the buckets, creating them on first use with atomic batch publish enabled.
+    pub async fn open(
+        client: async_nats::Client,
+        options: BucketOptions,
+    ) -> Result<Store, StoreError> {
+        let js = jetstream::new(client.clone());
+        ensure_bucket(
+            &js,
+            CONFIG_BUCKET,
+            "Mycosynth config values, version heads and history",
+            true,
+            options,
+        )
+        .await?;
+        ensure_bucket(
+            &js,
+            SCHEMA_BUCKET,
+            "Mycosynth namespace JSON Schemas",
+            false,
+            options,
+        )
+        .await?;
+        let schemas = js
+            .get_key_value(SCHEMA_BUCKET)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("bucket {SCHEMA_BUCKET}: {e}")))?;
+        Ok(Store {
+            client,
+            js,
+            schemas,
+            read_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// The NATS client the store uses (the validator publishes events on it too).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Reads the current state of `ns`/`env` from KV.
+    pub async fn load_state(&self, ns: &Namespace, env: &Environment) -> Result<State, StoreError> {
+        let entries = scan(
+            &self.js,
+            CONFIG_BUCKET,
+            &state_filter(ns, env),
+            self.read_timeout,
+        )
+        .await?;
+        let mut state = State::default();
+        for entry in entries.iter().filter(|e| !e.deleted) {
+            match classify_state_key(ns, env, &entry.key) {
+                Some(StateEntry::Value(key)) => {
+                    let record = parse::<ValueRecord>(&entry.key, &entry.payload)?;
+                    state.values.insert(key.to_owned(), record);
+                }
+                Some(StateEntry::Head) => {
+                    let head = parse::<HeadRecord>(&entry.key, &entry.payload)?;
+                    state.version = head.version;
+                    state.head_revision = entry.revision;
+                }
+                Some(StateEntry::OtherMeta) | None => {}
+            }
+        }
+        Ok(state)
+    }
+
+    /// Commits a change set atomically. Returns the KV revision of the new head.
+    pub async fn commit(&self, commit: &Commit<'_>) -> Result<u64, StoreError> {
+        let (ns, env) = (commit.namespace, commit.environment);
+        let mut messages: Vec<(String, Bytes, bool)> =
+            Vec::with_capacity(commit.history.changes.len() + 2);
+        let records: BTreeMap<&str, &ValueRecord> =
+            commit.values.iter().map(|(k, r)| (k.as_str(), r)).collect();
+        for KeyChange { key, value } in &commit.history.changes {
+            let subject = kv_subject(CONFIG_BUCKET, &value_key(ns, env, key));
+            match (value, records.get(key.as_str())) {
+                (Some(_), Some(record)) => messages.push((subject, to_json(record)?, false)),
+                (None, _) => messages.push((subject, Bytes::new(), true)),
+                (Some(_), None) => {
+                    return Err(StoreError::Refused(format!("no record for key {key}")))
+                }
+            }
+        }
+        messages.push((
+            kv_subject(CONFIG_BUCKET, &history_key(ns, env, commit.head.version)),
+            to_json(&commit.history)?,
+            false,
+        ));
+        messages.push((
+            kv_subject(CONFIG_BUCKET, &head_key(ns, env)),
+            to_json(&commit.head)?,
+            false,
+        ));
+
+        let batch_id = nuid::next().to_string();
+        let last = messages.len();
+        for (index, (subject, payload, deleted)) in messages.into_iter().enumerate() {
+            let sequence = index + 1;
+            let mut headers = HeaderMap::new();
+            headers.insert(header::NATS_BATCH_ID, batch_id.as_str());
+            headers.insert(header::NATS_BATCH_SEQUENCE, sequence.to_string().as_str());
+            if deleted {
+                headers.insert("KV-Operation", "DEL");
+            }
+            if sequence < last {
+                self.client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                continue;
+            }
+            headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+            headers.insert(
+                header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                commit.expected_head_revision.to_string().as_str(),
+            );
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?
+                .await
+                .map_err(|e| match e.kind() {
+                    PublishErrorKind::WrongLastSequence => StoreError::Conflict,
+                    PublishErrorKind::TimedOut
+                    | PublishErrorKind::BrokenPipe
+                    | PublishErrorKind::StreamNotFound => StoreError::Unavailable(e.to_string()),
+                    _ => StoreError::Refused(e.to_string()),
+                })?;
+            return Ok(ack.sequence);
+        }
+        Err(StoreError::Refused("empty commit".into()))
+    }
+
+    /// Every change set of `ns`/`env`, oldest first.
+    pub async fn history(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+    ) -> Result<Vec<ChangeSetRecord>, StoreError> {
+        let entries = scan(
+            &self.js,
+            CONFIG_BUCKET,
+            &history_filter(ns, env),
+            self.read_timeout,
+        )
+        .await?;
+        let mut sets = entries
+            .iter()
+            .filter(|e| !e.deleted)
+            .map(|e| parse::<ChangeSetRecord>(&e.key, &e.payload))
+            .collect::<Result<Vec<_>, _>>()?;
+        sets.sort_by_key(|s| s.version);
+        Ok(sets)
+    }
+
+    /// The schema of `ns`, if one was pushed.
+    pub async fn schema(&self, ns: &Namespace) -> Result<Option<SchemaRecord>, StoreError> {
+        let entry = tokio::time::timeout(self.read_timeout, self.schemas.get(ns.as_str()))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("reading the schema of {ns} timed out")))?
+            .map_err(|e| StoreError::Unavailable(format!("reading the schema of {ns}: {e}")))?;
+        match entry {
+            Some(payload) => Ok(Some(parse(ns.as_str(), &payload)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores the schema of `ns`.
+    pub async fn put_schema(
+        &self,
+        ns: &Namespace,
+        record: &SchemaRecord,
+    ) -> Result<(), StoreError> {
+        let payload = to_json(record)?;
+        self.js
+            .publish(kv_subject(SCHEMA_BUCKET, ns.as_str()), payload)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The environments of `ns` that have a version.
+    pub async fn environments(&self, ns: &Namespace) -> Result<Vec<Environment>, StoreError> {
+        let entries = scan(
+            &self.js,
+            CONFIG_BUCKET,
+            &heads_filter(ns),
+            self.read_timeout,
+        )
+        .await?;
+        Ok(entries
+            .iter()
+            .filter(|e| !e.deleted)
+            .filter_map(|e| {
+                e.key
+                    .split('.')
+                    .nth(1)
+                    .and_then(|env| Environment::new(env).ok())
+            })
+            .collect())
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(key: &str, payload: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(payload).map_err(|e| StoreError::Damaged {
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Bytes, StoreError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| StoreError::Refused(e.to_string()))
+}
+
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    atomic: bool,
+    options: BucketOptions,
+) -> Result<(), StoreError> {
+    let unavailable =
+        |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("bucket {bucket}: {e}"));
+    let mut stream = match js.get_stream(kv_stream(bucket)).await {
+        Ok(stream) => stream,
+        Err(_) => {
+            let created = js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    description: description.to_owned(),
+                    history: KV_HISTORY,
+                    max_value_size: MAX_MESSAGE_BYTES,
+                    num_replicas: options.replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await;
+            if let Err(err) = created {
+                // Another validator may have created it a moment ago; if so, use theirs.
+                tracing::debug!(bucket, error = %err, "bucket creation failed; reading it back");
+            }
+            js.get_stream(kv_stream(bucket))
+                .await
+                .map_err(|e| unavailable(&e))?
+        }
+    };
+    let info = stream.info().await.map_err(|e| unavailable(&e))?;
+    if atomic && !info.config.allow_atomic_publish {
+        let mut config = info.config.clone();
+        config.allow_atomic_publish = true;
+        js.update_stream(config)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        tracing::info!(
+            bucket,
+            "enabled atomic batch publish on the bucket's stream"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,507 @@
+//! # mycosynth-subscriber
+//!
+//! What a service links to read its configuration from Mycosynth. [`Subscriber::builder`]
+//! connects to NATS, loads the full snapshot of one namespace/environment from JetStream KV,
+//! then follows the namespace's change events. Reads ([`Subscriber::get`] and friends) are
+//! served from memory: they never touch the network and never wait for the updater.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = mycosynth_subscriber::Subscriber::builder("payment-service", "production")
+//!     .nats_url("nats://127.0.0.1:4222")
+//!     .connect()
+//!     .await?;
+//! let pool_size: u32 = config.get("database.pool_size")?;
+//! let dark_mode = config.get_or("feature.dark_mode", false);
+//! println!("pool {pool_size}, dark mode {dark_mode}, version {}", config.version());
+//! # Ok(()) }
+//! ```
+//!
+//! ## Guarantees
+//! - **Order:** change sets become visible in version order, each one whole: a change set of
+//!   many keys is one snapshot swap, so a reader never sees half of it.
+//! - **Gaps:** an event whose previous version is not the one held is kept aside for
+//!   `gap_timeout` (another validator's event may be late); if the gap is not filled by then,
+//!   the subscriber reloads the whole state from KV. Duplicates are ignored.
+//! - **Reconnects:** after every reconnect to NATS the subscriber reloads from KV, so changes
+//!   made while it was cut off are caught up.
+//! - **Untrusted bytes:** events are validated by rkyv before use; malformed ones are counted
+//!   ([`Stats::decode_errors`]) and logged, never applied, never a panic.
+//! - **Resolution order** of every read: stored value, then the schema's `default`, then the
+//!   caller's default (`get_or`), then [`GetError::Missing`] naming the key.
+#![deny(missing_docs)]
+
+pub mod kv_scan;
+mod loader;
+mod snapshot;
+mod updater;
+pub mod wire;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::de::DeserializeOwned;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use snapshot::{GetError, Snapshot, ValueSource};
+
+/// The README's examples compile as written.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme_examples {}
+pub use updater::{ChangeNotice, NoticeCause};
+
+use kv_scan::ScanError;
+use updater::{Counters, Shared, Updater, UpdaterOptions};
+use wire::{event_subject, schema_subject, Environment, NameError, Namespace};
+
+/// Why a subscriber could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The namespace or environment name breaks the naming rules.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// NATS could not be reached.
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect {
+        /// The server URL(s).
+        url: String,
+        /// What the client said.
+        message: String,
+    },
+    /// The snapshot could not be loaded from KV.
+    #[error("cannot load config from NATS KV: {0}")]
+    Load(#[from] ScanError),
+    /// Subscribing to change events failed.
+    #[error("cannot subscribe to change events: {0}")]
+    Subscribe(String),
+}
+
+/// Counters of what a subscriber did since it started.
+///
+/// ```no_run
+/// # async fn run(config: mycosynth_subscriber::Subscriber) {
+/// let stats = config.stats();
+/// println!("{} events applied, {} malformed", stats.updates_applied, stats.decode_errors);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Change events applied in order.
+    pub updates_applied: u64,
+    /// Full reloads from KV (not counting the first load).
+    pub resyncs: u64,
+    /// Resync attempts that failed (NATS unreachable).
+    pub resync_failures: u64,
+    /// Malformed or foreign events received and ignored.
+    pub decode_errors: u64,
+    /// Events for versions already held, ignored.
+    pub duplicates_ignored: u64,
+}
+
+/// Builds a [`Subscriber`]; see [`Subscriber::builder`].
+#[derive(Debug, Clone)]
+pub struct SubscriberBuilder {
+    namespace: String,
+    environment: String,
+    nats_urls: String,
+    connect_timeout: Duration,
+    load_timeout: Duration,
+    gap_timeout: Duration,
+    resync_backoff_max: Duration,
+    client_name: Option<String>,
+}
+
+impl SubscriberBuilder {
+    /// NATS server URL, or several separated by commas (the client fails over between them).
+    /// Default `nats://127.0.0.1:4222`.
+    pub fn nats_url(mut self, urls: impl Into<String>) -> Self {
+        self.nats_urls = urls.into();
+        self
+    }
+
+    /// How long the first connection may take. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long loading the snapshot from KV may take. Default 10 s.
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = timeout;
+        self
+    }
+
+    /// How long an out-of-order event waits for the missing one before a full resync.
+    /// Default 200 ms.
+    pub fn gap_timeout(mut self, timeout: Duration) -> Self {
+        self.gap_timeout = timeout;
+        self
+    }
+
+    /// Longest wait between failed resync attempts (exponential backoff with jitter up to
+    /// this). Default 30 s.
+    pub fn resync_backoff_max(mut self, max: Duration) -> Self {
+        self.resync_backoff_max = max;
+        self
+    }
+
+    /// Name of the NATS connection, as shown by the server's monitoring.
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = Some(name.into());
+        self
+    }
+
+    /// Connects, loads the snapshot and starts following changes. Must be called inside a
+    /// tokio runtime; the subscriber's task runs there until the last handle is dropped.
+    pub async fn connect(self) -> Result<Subscriber, Error> {
+        let namespace = Namespace::new(self.namespace)?;
+        let environment = Environment::new(self.environment)?;
+        let (resync_tx, resync_rx) = mpsc::channel(4);
+
+        let reconnect_tx = resync_tx.clone();
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(self.connect_timeout)
+            .event_callback(move |event| {
+                let reconnect_tx = reconnect_tx.clone();
+                async move {
+                    if let async_nats::Event::Connected = event {
+                        metrics::counter!("mycosynth_subscriber_reconnects_total").increment(1);
+                        // A full channel already holds a resync request; one is enough.
+                        let _ = reconnect_tx.try_send(());
+                    }
+                }
+            });
+        if let Some(name) = &self.client_name {
+            options = options.name(name);
+        }
+        let urls: Vec<async_nats::ServerAddr> = self
+            .nats_urls
+            .split(',')
+            .map(|u| u.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|err: std::io::Error| Error::Connect {
+                url: self.nats_urls.clone(),
+                message: err.to_string(),
+            })?;
+        let client = options.connect(urls).await.map_err(|err| Error::Connect {
+            url: self.nats_urls.clone(),
+            message: err.to_string(),
+        })?;
+
+        // Subscribe before loading, so no event between the load and the subscription is lost.
+        let events = client
+            .subscribe(event_subject(&namespace, &environment))
+            .await
+            .map_err(|err| Error::Subscribe(err.to_string()))?;
+        let schema_changes = client
+            .subscribe(schema_subject(&namespace))
+            .await
+            .map_err(|err| Error::Subscribe(err.to_string()))?;
+        client
+            .flush()
+            .await
+            .map_err(|err| Error::Subscribe(err.to_string()))?;
+
+        let js = async_nats::jetstream::new(client);
+        let state = loader::load_state(&js, &namespace, &environment, self.load_timeout).await?;
+        let defaults = loader::load_defaults(&js, &namespace, self.load_timeout).await?;
+        let snapshot = Snapshot::new(
+            state.version,
+            state.values,
+            Arc::new(defaults),
+            state.committed_at_us,
+        );
+        tracing::info!(%namespace, %environment, version = snapshot.version(), keys = snapshot.len(), "config loaded");
+
+        let (notices, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            namespace,
+            environment,
+            version: watch::Sender::new(snapshot.version()),
+            snapshot: ArcSwap::from_pointee(snapshot),
+            notices,
+            counters: Counters::default(),
+            resync_requests: resync_tx,
+        });
+        // The first Connected event fires during connect; drop that request, we just loaded.
+        let mut resync_rx = resync_rx;
+        while resync_rx.try_recv().is_ok() {}
+
+        let updater = Updater {
+            shared: Arc::clone(&shared),
+            js,
+            events,
+            schema_changes,
+            resync_requests: resync_rx,
+            options: UpdaterOptions {
+                gap_timeout: self.gap_timeout,
+                load_timeout: self.load_timeout,
+                resync_backoff_max: self.resync_backoff_max,
+            },
+            pending: Default::default(),
+            gap_since: None,
+            retry: None,
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(updater.run(shutdown_rx));
+        Ok(Subscriber {
+            shared,
+            lifetime: Arc::new(Lifetime {
+                shutdown: shutdown_tx,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+}
+
+/// Stops the updater task when the last handle goes.
+struct Lifetime {
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Lifetime {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        if let Ok(mut task) = self.task.lock() {
+            if let Some(task) = task.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// A live, in-memory view of one namespace/environment's config. Cheap to clone; every clone
+/// reads the same snapshot. The background task stops when the last clone is dropped or
+/// [`Subscriber::shutdown`] is called.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use mycosynth_subscriber::Subscriber;
+/// let config = Subscriber::builder("payment-service", "production").connect().await?;
+/// let timeout_ms: u64 = config.get_or("http.timeout_ms", 250);
+/// # let _ = timeout_ms;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Subscriber {
+    shared: Arc<Shared>,
+    lifetime: Arc<Lifetime>,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("namespace", &self.shared.namespace)
+            .field("environment", &self.shared.environment)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
+impl Subscriber {
+    /// Starts building a subscriber for `namespace` in `environment`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), mycosynth_subscriber::Error> {
+    /// let config = mycosynth_subscriber::Subscriber::builder("payment-service", "staging")
+    ///     .nats_url("nats://10.0.0.1:4222,nats://10.0.0.2:4222")
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = config; Ok(()) }
+    /// ```
+    pub fn builder(
+        namespace: impl Into<String>,
+        environment: impl Into<String>,
+    ) -> SubscriberBuilder {
+        SubscriberBuilder {
+            namespace: namespace.into(),
+            environment: environment.into(),
+            nats_urls: "nats://127.0.0.1:4222".into(),
+            connect_timeout: Duration::from_secs(5),
+            load_timeout: Duration::from_secs(10),
+            gap_timeout: Duration::from_millis(200),
+            resync_backoff_max: Duration::from_secs(30),
+            client_name: None,
+        }
+    }
+
+    /// The value of `key` as `T` (stored, else schema default, else [`GetError::Missing`]).
+    /// Memory only: a lock-free snapshot load and a map lookup.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) -> Result<(), mycosynth_subscriber::GetError> {
+    /// let pool_size: u32 = config.get("database.pool_size")?;
+    /// # let _ = pool_size; Ok(()) }
+    /// ```
+    #[inline]
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T, GetError> {
+        self.shared.snapshot.load().get(key)
+    }
+
+    /// The value of `key` as `T`, or `default` when neither stored nor defaulted by the schema.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// let retries: u32 = config.get_or("http.retries", 3);
+    /// # let _ = retries; }
+    /// ```
+    #[inline]
+    pub fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> T {
+        self.shared.snapshot.load().get_or(key, default)
+    }
+
+    /// Every key under `prefix.` as a nested object deserialized into `T`.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Deserialize)]
+    /// struct Database { pool_size: u32, host: String }
+    /// # fn run(config: mycosynth_subscriber::Subscriber) -> Result<(), mycosynth_subscriber::GetError> {
+    /// let db: Database = config.get_section("database")?;
+    /// # let _ = db; Ok(()) }
+    /// ```
+    pub fn get_section<T: DeserializeOwned>(&self, prefix: &str) -> Result<T, GetError> {
+        self.shared.snapshot.load().get_section(prefix)
+    }
+
+    /// The whole current snapshot; it stays the same for as long as it is held, so several reads
+    /// from it are consistent with each other.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// let snapshot = config.snapshot();
+    /// println!("version {} with {} keys", snapshot.version(), snapshot.len());
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// The version currently held.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// assert!(config.version() >= 0);
+    /// # }
+    /// ```
+    pub fn version(&self) -> u64 {
+        self.shared.snapshot.load().version()
+    }
+
+    /// A stream of change notices, one per version made visible. A receiver that falls more
+    /// than 1,024 notices behind gets `RecvError::Lagged` and can read the snapshot instead.
+    ///
+    /// ```no_run
+    /// # async fn run(config: mycosynth_subscriber::Subscriber) {
+    /// let mut changes = config.subscribe();
+    /// while let Ok(notice) = changes.recv().await {
+    ///     println!("now at version {}: {:?}", notice.version, notice.keys);
+    /// }
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeNotice>> {
+        self.shared.notices.subscribe()
+    }
+
+    /// Calls `callback` for every change notice, on a task that ends with the subscriber.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// config.on_change(|notice| println!("changed: {:?}", notice.keys));
+    /// # }
+    /// ```
+    pub fn on_change<F>(&self, callback: F)
+    where
+        F: Fn(&ChangeNotice) + Send + 'static,
+    {
+        let mut notices = self.subscribe();
+        let mut shutdown = self.lifetime.shutdown.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    notice = notices.recv() => match notice {
+                        Ok(notice) => callback(&notice),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+        });
+    }
+
+    /// A watch channel of the version held, for waiting on a version.
+    ///
+    /// ```no_run
+    /// # async fn run(config: mycosynth_subscriber::Subscriber) {
+    /// let mut version = config.version_watch();
+    /// version.wait_for(|v| *v >= 10).await.ok();
+    /// # }
+    /// ```
+    pub fn version_watch(&self) -> watch::Receiver<u64> {
+        self.shared.version.subscribe()
+    }
+
+    /// Waits until the version held is at least `version`; false if `timeout` passes first.
+    ///
+    /// ```no_run
+    /// # async fn run(config: mycosynth_subscriber::Subscriber) {
+    /// let caught_up = config.wait_for_version(42, std::time::Duration::from_secs(1)).await;
+    /// # let _ = caught_up; }
+    /// ```
+    pub async fn wait_for_version(&self, version: u64, timeout: Duration) -> bool {
+        let mut watch = self.version_watch();
+        tokio::time::timeout(timeout, watch.wait_for(|v| *v >= version))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Asks the subscriber to reload its state from KV now (it also does so by itself on gaps
+    /// and reconnects).
+    ///
+    /// ```no_run
+    /// # async fn run(config: mycosynth_subscriber::Subscriber) {
+    /// config.resync().await;
+    /// # }
+    /// ```
+    pub async fn resync(&self) {
+        let _ = self.shared.resync_requests.send(()).await;
+    }
+
+    /// What the subscriber did since it started.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// assert_eq!(config.stats().decode_errors, 0);
+    /// # }
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            updates_applied: c.applied.load(Ordering::Relaxed),
+            resyncs: c.resyncs.load(Ordering::Relaxed),
+            resync_failures: c.resync_failures.load(Ordering::Relaxed),
+            decode_errors: c.decode_errors.load(Ordering::Relaxed),
+            duplicates_ignored: c.duplicates.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the background task and waits for it. Reads keep working on the last snapshot.
+    ///
+    /// ```no_run
+    /// # async fn run(config: mycosynth_subscriber::Subscriber) {
+    /// config.shutdown().await;
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) {
+        self.lifetime.shutdown.send_replace(true);
+        let task = self.lifetime.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}

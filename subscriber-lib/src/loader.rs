@@ -1,0 +1,91 @@
+//! Loads a namespace/environment's state and its schema defaults from KV.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde_json::Value;
+
+use crate::kv_scan::{scan, ScanError};
+use crate::snapshot::{schema_defaults, FastMap};
+use crate::wire::{
+    classify_state_key, state_filter, Environment, HeadRecord, Namespace, SchemaRecord, StateEntry,
+    ValueRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
+};
+
+/// The state read from KV at one change-set boundary.
+pub(crate) struct LoadedState {
+    pub version: u64,
+    pub values: FastMap<Arc<Value>>,
+    pub committed_at_us: i64,
+}
+
+/// Reads every value and the head of `ns`/`env`. Records that do not parse are skipped with a
+/// warning and counted: a damaged entry must not stop a service from starting.
+pub(crate) async fn load_state(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    env: &Environment,
+    deadline: Duration,
+) -> Result<LoadedState, ScanError> {
+    let entries = match scan(js, CONFIG_BUCKET, &state_filter(ns, env), deadline).await {
+        Ok(entries) => entries,
+        // No bucket yet: nothing was ever committed anywhere; version 0, no values.
+        Err(ScanError::NoBucket(_)) => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    let mut state = LoadedState {
+        version: 0,
+        values: FastMap::default(),
+        committed_at_us: 0,
+    };
+    for entry in entries.iter().filter(|e| !e.deleted) {
+        match classify_state_key(ns, env, &entry.key) {
+            Some(StateEntry::Value(key)) => {
+                match serde_json::from_slice::<ValueRecord>(&entry.payload) {
+                    Ok(record) => {
+                        state.values.insert(Arc::from(key), Arc::new(record.value));
+                    }
+                    Err(err) => skip_damaged(&entry.key, &err),
+                }
+            }
+            Some(StateEntry::Head) => match serde_json::from_slice::<HeadRecord>(&entry.payload) {
+                Ok(head) => {
+                    state.version = head.version;
+                    state.committed_at_us = head.meta.time_us;
+                }
+                Err(err) => skip_damaged(&entry.key, &err),
+            },
+            Some(StateEntry::OtherMeta) | None => {}
+        }
+    }
+    Ok(state)
+}
+
+fn skip_damaged(key: &str, err: &serde_json::Error) {
+    metrics::counter!("mycosynth_subscriber_damaged_records_total").increment(1);
+    tracing::warn!(kv_key = key, error = %err, "skipping a KV record that is not valid Mycosynth JSON");
+}
+
+/// Reads the defaults of `ns`'s schema; no schema means no defaults.
+pub(crate) async fn load_defaults(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    deadline: Duration,
+) -> Result<FastMap<Value>, ScanError> {
+    let entries = match scan(js, SCHEMA_BUCKET, ns.as_str(), deadline).await {
+        Ok(entries) => entries,
+        Err(ScanError::NoBucket(_)) => return Ok(FastMap::default()),
+        Err(err) => return Err(err),
+    };
+    let Some(entry) = entries.into_iter().rfind(|e| !e.deleted) else {
+        return Ok(FastMap::default());
+    };
+    match serde_json::from_slice::<SchemaRecord>(&entry.payload) {
+        Ok(record) => Ok(schema_defaults(&record.schema)),
+        Err(err) => {
+            skip_damaged(&entry.key, &err);
+            Ok(FastMap::default())
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The one background task of a subscriber: applies change events in version order, resyncs
+//! from KV on a gap, a reconnect or a request, and publishes change notices. Readers never wait
+//! for it: it builds each new [`Snapshot`] aside and swaps it in whole.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use async_nats::jetstream;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::loader::{load_defaults, load_state};
+use crate::snapshot::Snapshot;
+use crate::wire::{ChangeEvent, Environment, Namespace};
+
+/// What caused a change notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeCause {
+    /// A change event, applied in order.
+    Event,
+    /// A full reload from KV (first load, gap, reconnect, or request).
+    Resync,
+}
+
+/// A new version became visible to readers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeNotice {
+    /// The version now held.
+    pub version: u64,
+    /// The version held before.
+    pub previous_version: u64,
+    /// The keys whose values changed, sorted.
+    pub keys: Vec<String>,
+    /// Who made the change (empty after a resync, which may span many change sets).
+    pub author: String,
+    /// Why (empty after a resync).
+    pub reason: String,
+    /// Change set id (empty after a resync).
+    pub change_id: String,
+    /// Commit time in µs since the Unix epoch (for a resync, of the newest change set).
+    pub committed_at_us: i64,
+    /// When this subscriber made the version visible, µs since the Unix epoch.
+    pub applied_at_us: i64,
+    /// Event or resync.
+    pub cause: NoticeCause,
+}
+
+/// Counters of what the updater did; see [`Subscriber::stats`](crate::Subscriber::stats).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub applied: AtomicU64,
+    pub resyncs: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub resync_failures: AtomicU64,
+}
+
+/// State shared by every clone of a subscriber handle and its task.
+pub(crate) struct Shared {
+    pub namespace: Namespace,
+    pub environment: Environment,
+    pub snapshot: ArcSwap<Snapshot>,
+    pub notices: broadcast::Sender<Arc<ChangeNotice>>,
+    pub version: watch::Sender<u64>,
+    pub counters: Counters,
+    pub resync_requests: mpsc::Sender<()>,
+}
+
+/// Timing options of the updater.
+#[derive(Debug, Clone)]
+pub(crate) struct UpdaterOptions {
+    pub gap_timeout: Duration,
+    pub load_timeout: Duration,
+    pub resync_backoff_max: Duration,
+}
+
+pub(crate) struct Updater {
+    pub shared: Arc<Shared>,
+    pub js: jetstream::Context,
+    pub events: async_nats::Subscriber,
+    pub schema_changes: async_nats::Subscriber,
+    pub resync_requests: mpsc::Receiver<()>,
+    pub options: UpdaterOptions,
+    /// Events that arrived ahead of a missing one, by the version they apply on.
+    pub pending: BTreeMap<u64, ParsedEvent>,
+    /// Since when a gap has been waiting to be filled.
+    pub gap_since: Option<Instant>,
+    /// When to retry a failed resync, and the backoff so far.
+    pub retry: Option<(Instant, Duration)>,
+}
+
+/// A decoded event whose values have been parsed.
+pub(crate) struct ParsedEvent {
+    event: ChangeEvent,
+    values: Vec<(String, Option<Value>)>,
+}
+
+pub(crate) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Updater {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let gap_deadline = self.gap_since.map(|since| since + self.options.gap_timeout);
+            let retry_at = self.retry.map(|(at, _)| at);
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                message = self.events.next() => match message {
+                    Some(message) => self.on_event_bytes(&message.payload),
+                    None => break,
+                },
+                message = self.schema_changes.next() => match message {
+                    Some(_) => self.reload_defaults().await,
+                    None => break,
+                },
+                Some(()) = self.resync_requests.recv() => self.resync("requested").await,
+                _ = sleep_until(gap_deadline), if gap_deadline.is_some() => self.resync("gap").await,
+                _ = sleep_until(retry_at), if retry_at.is_some() => self.resync("retry").await,
+            }
+        }
+        tracing::debug!(namespace = %self.shared.namespace, environment = %self.shared.environment, "subscriber stopped");
+    }
+
+    fn on_event_bytes(&mut self, bytes: &[u8]) {
+        let parsed = match self.parse(bytes) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                self.shared
+                    .counters
+                    .decode_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("mycosynth_subscriber_decode_errors_total").increment(1);
+                tracing::warn!(
+                    namespace = %self.shared.namespace,
+                    environment = %self.shared.environment,
+                    bytes = bytes.len(),
+                    %reason,
+                    "ignoring a malformed change event"
+                );
+                return;
+            }
+        };
+        let current = self.shared.snapshot.load().version();
+        let event = &parsed.event;
+        if event.version <= current {
+            self.shared
+                .counters
+                .duplicates
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if event.previous_version == current {
+            self.apply(parsed);
+            self.drain_pending();
+        } else if event.previous_version > current {
+            // Missed one or more change sets. Another validator's event may simply be late, so
+            // wait a little for it before reloading everything.
+            self.pending.insert(event.previous_version, parsed);
+            self.gap_since.get_or_insert_with(Instant::now);
+        } else {
+            // An event that spans our version: the history disagrees with what we hold.
+            self.gap_since = Some(Instant::now() - self.options.gap_timeout);
+        }
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Result<ParsedEvent, String> {
+        let event = ChangeEvent::decode(bytes).map_err(|e| e.to_string())?;
+        if event.namespace != self.shared.namespace.as_str()
+            || event.environment != self.shared.environment.as_str()
+        {
+            return Err(format!(
+                "event for {}/{} on this subject",
+                event.namespace, event.environment
+            ));
+        }
+        if event.version != event.previous_version.wrapping_add(1) {
+            return Err(format!(
+                "event version {} does not follow {}",
+                event.version, event.previous_version
+            ));
+        }
+        let values = event
+            .changes
+            .iter()
+            .map(|change| {
+                let value = match &change.value_json {
+                    Some(json) => Some(
+                        serde_json::from_str(json)
+                            .map_err(|e| format!("value of key {:?}: {e}", change.key))?,
+                    ),
+                    None => None,
+                };
+                Ok((change.key.clone(), value))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(ParsedEvent { event, values })
+    }
+
+    fn apply(&mut self, parsed: ParsedEvent) {
+        let current = self.shared.snapshot.load_full();
+        let mut values = current.values().clone();
+        let mut keys = Vec::with_capacity(parsed.values.len());
+        for (key, value) in parsed.values {
+            match value {
+                Some(value) => {
+                    values.insert(Arc::from(key.as_str()), Arc::new(value));
+                }
+                None => {
+                    values.remove(key.as_str());
+                }
+            }
+            keys.push(key);
+        }
+        let event = parsed.event;
+        let next = Snapshot::new(
+            event.version,
+            values,
+            current.defaults().clone(),
+            event.committed_at_us,
+        );
+        self.publish(
+            next,
+            ChangeNotice {
+                version: event.version,
+                previous_version: event.previous_version,
+                keys,
+                author: event.author,
+                reason: event.reason,
+                change_id: event.change_id,
+                committed_at_us: event.committed_at_us,
+                applied_at_us: 0,
+                cause: NoticeCause::Event,
+            },
+        );
+        self.shared.counters.applied.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mycosynth_subscriber_updates_applied_total").increment(1);
+    }
+
+    fn publish(&self, next: Snapshot, mut notice: ChangeNotice) {
+        let version = next.version();
+        self.shared.snapshot.store(Arc::new(next));
+        notice.applied_at_us = now_us();
+        if notice.committed_at_us > 0 {
+            let delay = (notice.applied_at_us - notice.committed_at_us).max(0) as f64 / 1e6;
+            metrics::histogram!("mycosynth_subscriber_apply_delay_seconds").record(delay);
+        }
+        metrics::gauge!("mycosynth_subscriber_version").set(version as f64);
+        self.shared.version.send_replace(version);
+        // No receivers is fine: nobody is observing changes.
+        let _ = self.shared.notices.send(Arc::new(notice));
+    }
+
+    fn drain_pending(&mut self) {
+        loop {
+            let current = self.shared.snapshot.load().version();
+            // Drop whatever is already covered.
+            self.pending = self.pending.split_off(&current);
+            match self.pending.remove(&current) {
+                Some(next) => self.apply(next),
+                None => break,
+            }
+        }
+        if self.pending.is_empty() {
+            self.gap_since = None;
+        }
+    }
+
+    /// Reloads the whole state from KV and swaps it in if it is newer; then applies whatever
+    /// buffered events follow it.
+    pub async fn resync(&mut self, why: &'static str) {
+        let shared = Arc::clone(&self.shared);
+        let started = Instant::now();
+        let loaded = load_state(
+            &self.js,
+            &shared.namespace,
+            &shared.environment,
+            self.options.load_timeout,
+        )
+        .await;
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                shared
+                    .counters
+                    .resync_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let backoff = self
+                    .retry
+                    .map(|(_, b)| (b * 2).min(self.options.resync_backoff_max));
+                let backoff = backoff.unwrap_or(Duration::from_millis(100));
+                tracing::warn!(namespace = %shared.namespace, environment = %shared.environment, error = %err, retry_in_ms = backoff.as_millis() as u64, "resync failed; serving the last good snapshot");
+                self.retry = Some((Instant::now() + jitter(backoff), backoff));
+                return;
+            }
+        };
+        self.retry = None;
+        shared.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mycosynth_subscriber_resyncs_total").increment(1);
+        let current = shared.snapshot.load_full();
+        if loaded.version > current.version() {
+            let keys = changed_keys(current.values(), &loaded.values);
+            let next = Snapshot::new(
+                loaded.version,
+                loaded.values,
+                current.defaults().clone(),
+                loaded.committed_at_us,
+            );
+            tracing::info!(namespace = %shared.namespace, environment = %shared.environment, from = current.version(), to = loaded.version, why, took_ms = started.elapsed().as_millis() as u64, "resynced from KV");
+            self.publish(
+                next,
+                ChangeNotice {
+                    version: loaded.version,
+                    previous_version: current.version(),
+                    keys,
+                    author: String::new(),
+                    reason: String::new(),
+                    change_id: String::new(),
+                    committed_at_us: loaded.committed_at_us,
+                    applied_at_us: 0,
+                    cause: NoticeCause::Resync,
+                },
+            );
+        }
+        self.drain_pending();
+        // Anything still pending starts a fresh wait; it may be filled by a late event.
+        if !self.pending.is_empty() {
+            self.gap_since = Some(Instant::now());
+        }
+    }
+
+    async fn reload_defaults(&mut self) {
+        match load_defaults(&self.js, &self.shared.namespace, self.options.load_timeout).await {
+            Ok(defaults) => {
+                let current = self.shared.snapshot.load_full();
+                let mut next = (*current).clone();
+                next.set_defaults(Arc::new(defaults));
+                self.shared.snapshot.store(Arc::new(next));
+            }
+            Err(err) => {
+                tracing::warn!(namespace = %self.shared.namespace, error = %err, "could not reload schema defaults")
+            }
+        }
+    }
+}
+
+fn changed_keys(
+    old: &crate::snapshot::FastMap<Arc<Value>>,
+    new: &crate::snapshot::FastMap<Arc<Value>>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(k.as_ref()) != Some(*v))
+        .map(|(k, _)| k.to_string())
+        .chain(
+            old.keys()
+                .filter(|k| !new.contains_key(k.as_ref()))
+                .map(|k| k.to_string()),
+        )
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Spreads retries of many clients over time: a random point in [d/2, d].
+pub(crate) fn jitter(d: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
+    d.mul_f64(fraction)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,240 @@
+//! Request and reply messages of the validator's NATS API (JSON bodies on
+//! [`api_subject`](super::api_subject)). The CLI and any program that changes config use these.
+
+use serde::{Deserialize, Serialize};
+
+use super::records::{ChangeSetRecord, ChangeSource, KeyChange, SchemaRecord, ValueRecord};
+
+/// Largest request the validator reads, in bytes; larger ones are refused with `too_large`.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Most keys in one change set (a JetStream atomic batch holds at most 1,000 messages, and
+/// each commit adds a history record and the head).
+pub const MAX_CHANGES_PER_SET: usize = 990;
+
+/// Ask the validator to commit a change set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRequest {
+    /// Target namespace.
+    pub namespace: String,
+    /// Target environment.
+    pub environment: String,
+    /// The keys to set or delete.
+    pub changes: Vec<KeyChange>,
+    /// Commit only if the namespace/environment is at this version (optimistic concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+    /// Who asks.
+    pub author: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// Where the change comes from.
+    #[serde(default)]
+    pub source: ChangeSource,
+    /// Git commit of the files the change came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    /// Validate and compute the diff, write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Keys absent from `changes` are deleted (the change set replaces the whole state).
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// Ask the validator to restore the state of an earlier version as a new version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// Target namespace.
+    pub namespace: String,
+    /// Target environment.
+    pub environment: String,
+    /// The version whose state to restore.
+    pub to_version: u64,
+    /// Commit only if the namespace/environment is at this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+    /// Who asks.
+    pub author: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// Compute the diff only.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Read current values (`key: None` for all of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetRequest {
+    /// Namespace.
+    pub namespace: String,
+    /// Environment.
+    pub environment: String,
+    /// One key, or all keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Read change-set history, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// Namespace.
+    pub namespace: String,
+    /// Environment.
+    pub environment: String,
+    /// Only change sets that touched this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// At most this many change sets (newest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// Store a namespace's JSON Schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaPushRequest {
+    /// Namespace.
+    pub namespace: String,
+    /// The JSON Schema.
+    pub schema: serde_json::Value,
+    /// Store it even if live config violates it.
+    #[serde(default)]
+    pub force: bool,
+    /// Who asks.
+    pub author: String,
+}
+
+/// Read a namespace's JSON Schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaGetRequest {
+    /// Namespace.
+    pub namespace: String,
+}
+
+/// What kind of failure a reply reports. Callers match on this; the CLI maps it to exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The change breaks a naming, size or schema rule; nothing was written.
+    Validation,
+    /// `expected_version` is not the current version; nothing was written.
+    Conflict,
+    /// The caller may not do this.
+    AccessDenied,
+    /// The namespace, environment, key, version or schema does not exist.
+    NotFound,
+    /// The request itself is malformed or too large.
+    BadRequest,
+    /// The validator could not reach its store; nothing is known to be written.
+    Unavailable,
+    /// A fault inside the validator.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind as written on the wire and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Validation => "validation",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::AccessDenied => "access_denied",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// One broken rule: which key, which rule, and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// The offending key (or name, for namespace/environment rules).
+    pub key: String,
+    /// The rule's short name: `type`, `minimum`, `pattern`, `required`, `max_length`, ...
+    pub rule: String,
+    /// What is wrong, in one line.
+    pub message: String,
+}
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// One line for people.
+    pub message: String,
+    /// For validation failures, every broken rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
+    /// For conflicts, the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+}
+
+/// One key's difference between two states.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffEntry {
+    /// The key.
+    pub key: String,
+    /// Value before (absent: the key did not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<serde_json::Value>,
+    /// Value after (absent: the key is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<serde_json::Value>,
+}
+
+/// Outcome of a change or rollback request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeOutcome {
+    /// The version after the request (unchanged for a dry run or an empty diff).
+    pub version: u64,
+    /// The version before.
+    pub previous_version: u64,
+    /// Whether a new version was committed.
+    pub committed: bool,
+    /// Id of the committed change set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_id: Option<String>,
+    /// What changed (or would change, for a dry run).
+    pub diff: Vec<DiffEntry>,
+}
+
+/// Current values of a namespace/environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetOutcome {
+    /// The version these values belong to.
+    pub version: u64,
+    /// The values with their metadata, sorted by key.
+    pub values: Vec<(String, ValueRecord)>,
+}
+
+/// Change-set history, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryOutcome {
+    /// The change sets.
+    pub change_sets: Vec<ChangeSetRecord>,
+}
+
+/// Outcome of a schema push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaPushOutcome {
+    /// Violations of the new schema by live config that `force` let through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forced_violations: Vec<Violation>,
+}
+
+/// The body of every reply: `{"ok": ...}` or `{"error": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply<T> {
+    /// Success.
+    Ok(T),
+    /// Failure.
+    Error(ApiError),
+}
+
+/// Reply body of [`SchemaGetRequest`].
+pub type SchemaGetOutcome = SchemaRecord;

@@ -1,0 +1,135 @@
+//! Where things live in NATS: bucket names, KV keys and subjects. Nothing else in the project
+//! spells these strings.
+//!
+//! Config bucket `mycosynth-config` (one JetStream KV bucket, atomic batch publish enabled):
+//!
+//! | KV key                               | value (JSON)                       |
+//! |--------------------------------------|------------------------------------|
+//! | `<namespace>.<env>.<key>`            | [`ValueRecord`](super::ValueRecord): value + who/when/why |
+//! | `<namespace>.<env>._meta.head`       | [`HeadRecord`](super::HeadRecord): the current version  |
+//! | `_history.<namespace>.<env>.<version>` | [`ChangeSetRecord`](super::ChangeSetRecord): one accepted change set |
+//!
+//! Schema bucket `mycosynth-schemas`: key `<namespace>` holds a
+//! [`SchemaRecord`](super::SchemaRecord).
+//!
+//! Everything a service of namespace N in environment E needs to read sits under the subject
+//! prefix `$KV.mycosynth-config.N.E.`, so the NATS server can enforce per-namespace reads.
+
+use super::names::{Environment, Namespace};
+
+/// The KV bucket holding config values, version heads and change-set history.
+pub const CONFIG_BUCKET: &str = "mycosynth-config";
+/// The KV bucket holding one JSON Schema per namespace.
+pub const SCHEMA_BUCKET: &str = "mycosynth-schemas";
+/// Subject prefix of the validator's request/reply API (`<prefix>.<endpoint>`).
+pub const API_PREFIX: &str = "mycosynth.api";
+/// Name the validator registers under NATS's service API (`nats micro ls`).
+pub const SERVICE_NAME: &str = "mycosynth-validator";
+/// Queue group shared by all validator instances, so each request is served once.
+pub const SERVICE_QUEUE_GROUP: &str = "mycosynth-validator";
+
+/// The validator's endpoints; the request subject is `mycosynth.api.<endpoint>`.
+pub mod endpoint {
+    /// Commit a change set.
+    pub const CHANGE: &str = "change";
+    /// Restore the state of an earlier version as a new version.
+    pub const ROLLBACK: &str = "rollback";
+    /// Read the current values of a namespace/environment.
+    pub const GET: &str = "get";
+    /// Read the change-set history of a namespace/environment.
+    pub const HISTORY: &str = "history";
+    /// Store a namespace's schema.
+    pub const SCHEMA_PUSH: &str = "schema-push";
+    /// Read a namespace's schema.
+    pub const SCHEMA_GET: &str = "schema-get";
+}
+
+/// The reserved segment under which per-(namespace, environment) metadata is kept.
+pub const META_SEGMENT: &str = "_meta";
+const HEAD_SUFFIX: &str = "_meta.head";
+const HISTORY_PREFIX: &str = "_history";
+
+/// KV key of a config value: `<namespace>.<env>.<key>`.
+pub fn value_key(ns: &Namespace, env: &Environment, key: &str) -> String {
+    format!("{ns}.{env}.{key}")
+}
+
+/// KV key of the version head of a namespace/environment.
+pub fn head_key(ns: &Namespace, env: &Environment) -> String {
+    format!("{ns}.{env}.{HEAD_SUFFIX}")
+}
+
+/// KV key of the history record of one version.
+pub fn history_key(ns: &Namespace, env: &Environment, version: u64) -> String {
+    format!("{HISTORY_PREFIX}.{ns}.{env}.{version}")
+}
+
+/// KV key filter matching every value and the head of a namespace/environment.
+pub fn state_filter(ns: &Namespace, env: &Environment) -> String {
+    format!("{ns}.{env}.>")
+}
+
+/// KV key filter matching every history record of a namespace/environment.
+pub fn history_filter(ns: &Namespace, env: &Environment) -> String {
+    format!("{HISTORY_PREFIX}.{ns}.{env}.*")
+}
+
+/// KV key filter matching the heads of every environment of a namespace.
+pub fn heads_filter(ns: &Namespace) -> String {
+    format!("{ns}.*.{HEAD_SUFFIX}")
+}
+
+/// The stream subject under which a KV key is stored.
+pub fn kv_subject(bucket: &str, key: &str) -> String {
+    format!("$KV.{bucket}.{key}")
+}
+
+/// The name of the JetStream stream behind a KV bucket.
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// What a KV key under [`state_filter`] holds, once its `<namespace>.<env>.` prefix is removed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StateEntry<'a> {
+    /// A config value under this key.
+    Value(&'a str),
+    /// The version head.
+    Head,
+    /// Some other reserved metadata: ignored by readers of this version.
+    OtherMeta,
+}
+
+/// Classifies a KV key (not subject) found under [`state_filter`]`(ns, env)`.
+/// Returns `None` when the key is not under that prefix.
+pub fn classify_state_key<'a>(
+    ns: &Namespace,
+    env: &Environment,
+    kv_key: &'a str,
+) -> Option<StateEntry<'a>> {
+    let rest = kv_key.strip_prefix(ns.as_str())?.strip_prefix('.')?;
+    let rest = rest.strip_prefix(env.as_str())?.strip_prefix('.')?;
+    Some(if rest == HEAD_SUFFIX {
+        StateEntry::Head
+    } else if rest == META_SEGMENT || rest.starts_with("_meta.") {
+        StateEntry::OtherMeta
+    } else {
+        StateEntry::Value(rest)
+    })
+}
+
+/// Core NATS subject on which the validator publishes one [`ChangeEvent`](super::ChangeEvent)
+/// per accepted change set: `mycosynth.events.<env>.<namespace>`.
+pub fn event_subject(ns: &Namespace, env: &Environment) -> String {
+    format!("mycosynth.events.{env}.{ns}")
+}
+
+/// Core NATS subject on which the validator announces that a namespace's schema changed.
+pub fn schema_subject(ns: &Namespace) -> String {
+    format!("mycosynth.schema.{ns}")
+}
+
+/// The request subject of a validator endpoint.
+pub fn api_subject(endpoint: &str) -> String {
+    format!("{API_PREFIX}.{endpoint}")
+}

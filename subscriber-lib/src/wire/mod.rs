@@ -1,0 +1,179 @@
+//! The wire contract between the validator and subscribers: names, KV key layout, subjects,
+//! the rkyv change event, the JSON records in KV, and the validator's request/reply messages.
+//!
+//! **Invariant:** nothing outside this module spells a subject, a KV key or an encoding. The
+//! validator, the CLI and the subscriber all use these items, and `contract_tests` below pins
+//! their bytes so that a change to the wire is a deliberate, visible one.
+
+mod api;
+mod event;
+mod layout;
+mod names;
+mod records;
+
+pub use api::*;
+pub use event::*;
+pub use layout::*;
+pub use names::*;
+pub use records::*;
+
+#[cfg(test)]
+mod contract_tests {
+    use super::*;
+
+    fn ns() -> Namespace {
+        Namespace::new("payment-service").unwrap()
+    }
+    fn env() -> Environment {
+        Environment::new("production").unwrap()
+    }
+
+    #[test]
+    fn subjects_and_keys_are_pinned() {
+        assert_eq!(CONFIG_BUCKET, "mycosynth-config");
+        assert_eq!(SCHEMA_BUCKET, "mycosynth-schemas");
+        assert_eq!(
+            value_key(&ns(), &env(), "database.pool_size"),
+            "payment-service.production.database.pool_size"
+        );
+        assert_eq!(
+            head_key(&ns(), &env()),
+            "payment-service.production._meta.head"
+        );
+        assert_eq!(
+            history_key(&ns(), &env(), 42),
+            "_history.payment-service.production.42"
+        );
+        assert_eq!(state_filter(&ns(), &env()), "payment-service.production.>");
+        assert_eq!(
+            history_filter(&ns(), &env()),
+            "_history.payment-service.production.*"
+        );
+        assert_eq!(heads_filter(&ns()), "payment-service.*._meta.head");
+        assert_eq!(kv_subject(CONFIG_BUCKET, "a.b"), "$KV.mycosynth-config.a.b");
+        assert_eq!(kv_stream(CONFIG_BUCKET), "KV_mycosynth-config");
+        assert_eq!(
+            event_subject(&ns(), &env()),
+            "mycosynth.events.production.payment-service"
+        );
+        assert_eq!(schema_subject(&ns()), "mycosynth.schema.payment-service");
+        assert_eq!(api_subject(endpoint::CHANGE), "mycosynth.api.change");
+        assert_eq!(
+            classify_state_key(
+                &ns(),
+                &env(),
+                "payment-service.production.database.pool_size"
+            ),
+            Some(StateEntry::Value("database.pool_size"))
+        );
+        assert_eq!(
+            classify_state_key(&ns(), &env(), "payment-service.production._meta.head"),
+            Some(StateEntry::Head)
+        );
+        assert_eq!(
+            classify_state_key(&ns(), &env(), "payment-service.staging.x"),
+            None
+        );
+    }
+
+    fn pinned_event() -> ChangeEvent {
+        ChangeEvent {
+            format: EVENT_FORMAT,
+            namespace: "ns".into(),
+            environment: "prod".into(),
+            version: 2,
+            previous_version: 1,
+            changes: vec![
+                EventChange {
+                    key: "a".into(),
+                    value_json: Some("1".into()),
+                },
+                EventChange {
+                    key: "b".into(),
+                    value_json: None,
+                },
+            ],
+            change_id: "c".into(),
+            author: "al".into(),
+            reason: "".into(),
+            source: "cli".into(),
+            committed_at_us: 1,
+        }
+    }
+
+    /// The exact bytes of an event. If this test fails, the event format changed: bump
+    /// `EVENT_FORMAT`, and plan how old subscribers and new validators coexist.
+    #[test]
+    fn event_bytes_are_pinned() {
+        let bytes = pinned_event().encode();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, PINNED_EVENT_HEX, "event encoding changed");
+        assert_eq!(ChangeEvent::decode(&bytes).unwrap(), pinned_event());
+    }
+
+    const PINNED_EVENT_HEX: &str = "61ffffffffffffff0100000031ffffffffffffff62ffffffffffffff000000000000000000000000010000006e73ffffffffffff70726f64ffffffff0000000002000000000000000100000000000000b0ffffff0200000063ffffffffffffff616cffffffffffffffffffffffffffff636c69ffffffffff0100000000000000";
+
+    #[test]
+    fn records_are_plain_json() {
+        let meta = ChangeMeta {
+            change_id: "c1".into(),
+            author: "alice".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            time_us: 1_767_225_600_000_000,
+            reason: "why".into(),
+            source: ChangeSource::Cli,
+            git_commit: None,
+        };
+        let record = ValueRecord {
+            value: serde_json::json!(50),
+            version: 3,
+            meta: meta.clone(),
+        };
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            r#"{"value":50,"version":3,"change_id":"c1","author":"alice","time":"2026-01-01T00:00:00Z","time_us":1767225600000000,"reason":"why","source":"cli"}"#
+        );
+        let set = ChangeSetRecord {
+            namespace: "ns".into(),
+            environment: "prod".into(),
+            version: 3,
+            previous_version: 2,
+            meta,
+            changes: vec![
+                KeyChange {
+                    key: "a".into(),
+                    value: Some(serde_json::Value::Null),
+                },
+                KeyChange {
+                    key: "b".into(),
+                    value: None,
+                },
+            ],
+        };
+        let json = serde_json::to_string(&set).unwrap();
+        assert!(
+            json.ends_with(r#""changes":[{"key":"a","value":null},{"key":"b"}]}"#),
+            "{json}"
+        );
+        let back: ChangeSetRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, set, "null value and deletion must stay distinct");
+    }
+
+    #[test]
+    fn replies_are_tagged() {
+        let reply: Reply<u64> = Reply::Error(ApiError {
+            kind: ErrorKind::Conflict,
+            message: "m".into(),
+            violations: vec![],
+            current_version: Some(4),
+        });
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"error":{"kind":"conflict","message":"m","current_version":4}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Reply::Ok(7u64)).unwrap(),
+            r#"{"ok":7}"#
+        );
+    }
+}

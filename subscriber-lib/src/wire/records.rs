@@ -1,0 +1,154 @@
+//! The JSON records stored in KV. They are plain JSON so that `nats kv get` (or any KV client)
+//! shows a person what is stored, who changed it, when and why.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeSource {
+    /// `mycosynth set` / `delete`.
+    #[default]
+    Cli,
+    /// `mycosynth apply` of a file.
+    Apply,
+    /// `mycosynth rollback`.
+    Rollback,
+    /// A program using the validator API directly.
+    Api,
+}
+
+impl ChangeSource {
+    /// The source as it is written in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeSource::Cli => "cli",
+            ChangeSource::Apply => "apply",
+            ChangeSource::Rollback => "rollback",
+            ChangeSource::Api => "api",
+        }
+    }
+
+    /// Parses the written form; unknown sources read as `api`.
+    pub fn parse(text: &str) -> ChangeSource {
+        match text {
+            "cli" => ChangeSource::Cli,
+            "apply" => ChangeSource::Apply,
+            "rollback" => ChangeSource::Rollback,
+            _ => ChangeSource::Api,
+        }
+    }
+}
+
+/// Who made a change, when and why: stored with every value, head and history record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeMeta {
+    /// Unique id of the change set (UUIDv7, time-ordered).
+    pub change_id: String,
+    /// The identity that asked for the change.
+    pub author: String,
+    /// Commit time, RFC 3339 UTC.
+    pub time: String,
+    /// Commit time in microseconds since the Unix epoch (for latency measurement and sorting).
+    pub time_us: i64,
+    /// Free-text reason given by the author.
+    #[serde(default)]
+    pub reason: String,
+    /// Where the change came from.
+    pub source: ChangeSource,
+    /// The git commit of the config files, when the change came from a git work tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+}
+
+/// KV value of `<namespace>.<env>.<key>`: the config value and the change that last set it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueRecord {
+    /// The config value itself.
+    pub value: serde_json::Value,
+    /// The version of the namespace/environment at which this value was set.
+    pub version: u64,
+    /// Who set it, when and why.
+    #[serde(flatten)]
+    pub meta: ChangeMeta,
+}
+
+/// KV value of `<namespace>.<env>._meta.head`: the current version of a namespace/environment.
+/// Every commit rewrites it with a compare-and-set on its previous revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadRecord {
+    /// The current version.
+    pub version: u64,
+    /// Number of config keys at this version.
+    pub keys: u64,
+    /// The change set that produced this version.
+    #[serde(flatten)]
+    pub meta: ChangeMeta,
+}
+
+/// One key's change in a change set: a new value, or `None` for a deletion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyChange {
+    /// The config key.
+    pub key: String,
+    /// The new value; absent (`null` is a value) means the key was deleted.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "present_value"
+    )]
+    pub value: Option<serde_json::Value>,
+}
+
+/// KV value of `_history.<namespace>.<env>.<version>`: one accepted change set, for history,
+/// audit and rollback. KV keeps at most 64 revisions per key, so the history is kept as one
+/// key per version rather than as KV revisions of the value keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeSetRecord {
+    /// Namespace of the change set.
+    pub namespace: String,
+    /// Environment of the change set.
+    pub environment: String,
+    /// The version this change set produced.
+    pub version: u64,
+    /// The version it was applied on (always `version - 1`).
+    pub previous_version: u64,
+    /// Who, when, why.
+    #[serde(flatten)]
+    pub meta: ChangeMeta,
+    /// Every changed key, sorted by key.
+    pub changes: Vec<KeyChange>,
+}
+
+/// KV value of `<namespace>` in the schema bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaRecord {
+    /// The JSON Schema of the namespace's config document (an object whose property names are
+    /// the config keys).
+    pub schema: serde_json::Value,
+    /// Who pushed it.
+    pub author: String,
+    /// When, RFC 3339 UTC.
+    pub time: String,
+}
+
+/// Distinguishes a missing `value` (deletion) from `"value": null` (a null value).
+mod present_value {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<serde_json::Value>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => v.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<serde_json::Value>, D::Error> {
+        serde_json::Value::deserialize(d).map(Some)
+    }
+}

@@ -1,0 +1,169 @@
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mycosynth::cli::exit;
+use mycosynth_subscriber::wire::{
+    endpoint, ChangeOutcome, ChangeRequest, ChangeSource, ErrorKind, HistoryOutcome,
+    HistoryRequest, KeyChange,
+};
+use mycosynth_testkit::{NatsServer, Validator};
+use serde_json::json;
+
+use crate::{run_cli, stderr};
+
+/// Acceptance 4a: a stale `--expect-version` is a conflict; the current one is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_expected_version_is_a_conflict() {
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let url = nats.url();
+    for value in ["1", "2"] {
+        assert!(run_cli(&url, &["set", "orders", "prod", "limit", value])
+            .await
+            .status
+            .success());
+    }
+    let out = run_cli(
+        &url,
+        &[
+            "set",
+            "orders",
+            "prod",
+            "limit",
+            "3",
+            "--expect-version",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::CONFLICT)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("version 2"), "{}", stderr(&out));
+    let out = run_cli(
+        &url,
+        &[
+            "set",
+            "orders",
+            "prod",
+            "limit",
+            "3",
+            "--expect-version",
+            "2",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Acceptance 4b: two validator instances serve 200 concurrent change requests on one
+/// namespace; the final version equals the number of accepted change sets and the history holds
+/// each of them, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_validators_never_lose_or_interleave_change_sets() {
+    let nats = NatsServer::start();
+    let _a = Validator::start(&nats.url(), &[]);
+    let _b = Validator::start(&nats.url(), &[]);
+    let api = Arc::new(crate::api(&nats.url()).await);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200u32 {
+        let api = Arc::clone(&api);
+        tasks.spawn(async move {
+            let request = ChangeRequest {
+                namespace: "checkout".into(),
+                environment: "prod".into(),
+                changes: vec![
+                    KeyChange {
+                        key: format!("k.{i}"),
+                        value: Some(json!(i)),
+                    },
+                    KeyChange {
+                        key: "last_writer".into(),
+                        value: Some(json!(i)),
+                    },
+                ],
+                expected_version: None,
+                author: format!("client-{i}"),
+                reason: String::new(),
+                source: ChangeSource::Api,
+                git_commit: None,
+                dry_run: false,
+                replace: false,
+            };
+            api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
+                .await
+        });
+    }
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(outcome) => {
+                assert!(outcome.committed);
+                accepted.push(outcome);
+            }
+            Err(err) => {
+                assert_eq!(
+                    err.kind,
+                    ErrorKind::Unavailable,
+                    "only overload may refuse: {err:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    println!(
+        "{} accepted, {refused} refused as overloaded",
+        accepted.len()
+    );
+    assert!(accepted.len() >= 190, "too many refusals: {refused}");
+
+    let history: HistoryOutcome = api
+        .call(
+            endpoint::HISTORY,
+            &HistoryRequest {
+                namespace: "checkout".into(),
+                environment: "prod".into(),
+                key: None,
+                limit: Some(1000),
+            },
+        )
+        .await
+        .unwrap();
+    let versions: Vec<u64> = history
+        .change_sets
+        .iter()
+        .rev()
+        .map(|s| s.version)
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=accepted.len() as u64).collect::<Vec<_>>(),
+        "history is 1..=accepted, in order"
+    );
+    let ids: BTreeSet<String> = history
+        .change_sets
+        .iter()
+        .map(|s| s.meta.change_id.clone())
+        .collect();
+    for outcome in &accepted {
+        assert!(
+            ids.contains(outcome.change_id.as_ref().unwrap()),
+            "accepted change set missing from history"
+        );
+    }
+    let accepted_versions: BTreeSet<u64> = accepted.iter().map(|o| o.version).collect();
+    assert_eq!(
+        accepted_versions.len(),
+        accepted.len(),
+        "two change sets got the same version"
+    );
+    for set in &history.change_sets {
+        assert_eq!(set.previous_version + 1, set.version);
+        assert_eq!(set.changes.len(), 2, "each change set is whole");
+    }
+}

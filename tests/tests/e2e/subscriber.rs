@@ -1,0 +1,137 @@
+use std::time::Duration;
+
+use mycosynth_subscriber::wire::{ChangeEvent, EventChange, EVENT_FORMAT};
+use mycosynth_subscriber::Subscriber;
+use mycosynth_testkit::{NatsServer, Proxy, Validator};
+use rand::RngCore;
+use serde_json::json;
+
+use crate::set_keys;
+
+/// Acceptance 6: a subscriber whose connection is cut while changes happen converges to the
+/// latest version once it reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_catches_up_after_its_connection_is_cut() {
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let api = crate::api(&nats.url()).await;
+    set_keys(&api, "billing", "prod", &[("rate", json!(1))]).await;
+
+    let proxy = Proxy::start(nats.port());
+    let config = Subscriber::builder("billing", "prod")
+        .nats_url(proxy.url())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(config.get::<i64>("rate").unwrap(), 1);
+
+    proxy.cut();
+    for rate in 2..=6 {
+        set_keys(
+            &api,
+            "billing",
+            "prod",
+            &[("rate", json!(rate)), (&format!("k{rate}"), json!(rate))],
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        config.get::<i64>("rate").unwrap(),
+        1,
+        "cut off: still serving the last good value"
+    );
+    proxy.restore();
+
+    assert!(
+        config.wait_for_version(6, Duration::from_secs(20)).await,
+        "did not converge; at {}",
+        config.version()
+    );
+    assert_eq!(config.get::<i64>("rate").unwrap(), 6);
+    assert_eq!(config.snapshot().len(), 6);
+    assert!(config.stats().resyncs >= 1);
+}
+
+/// Acceptance 7: random and truncated bytes on the event subject are counted, never applied,
+/// and the subscriber keeps serving and following changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_event_subject_is_counted_and_ignored() {
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let api = crate::api(&nats.url()).await;
+    set_keys(&api, "ledger", "prod", &[("x", json!(1))]).await;
+    let config = Subscriber::builder("ledger", "prod")
+        .nats_url(nats.url())
+        .connect()
+        .await
+        .unwrap();
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let subject = "mycosynth.events.prod.ledger";
+    // Mangled forms of a well-formed event for version 1, which the subscriber already holds:
+    // whatever survives decoding can only be a duplicate, so nothing here may change a value.
+    let valid = ChangeEvent {
+        format: EVENT_FORMAT,
+        namespace: "ledger".into(),
+        environment: "prod".into(),
+        version: 1,
+        previous_version: 0,
+        changes: vec![EventChange {
+            key: "x".into(),
+            value_json: Some("666".into()),
+        }],
+        change_id: "forged".into(),
+        author: "nobody".into(),
+        reason: String::new(),
+        source: "api".into(),
+        committed_at_us: 0,
+    }
+    .encode();
+    let mut rng = rand::rng();
+    let mut garbage: Vec<Vec<u8>> = Vec::new();
+    for len in [0usize, 1, 7, 64, 1000, 100_000] {
+        let mut bytes = vec![0u8; len];
+        rng.fill_bytes(&mut bytes);
+        garbage.push(bytes);
+    }
+    for cut in [1, valid.len() / 2, valid.len() - 1] {
+        garbage.push(valid[..cut].to_vec());
+    }
+    let mut flipped = valid.clone();
+    let last = flipped.len() - 8;
+    flipped[last] ^= 0xff;
+    garbage.push(flipped);
+    // A well-formed event whose value is not JSON.
+    let mut bad_value = ChangeEvent::decode(&valid).unwrap();
+    bad_value.changes[0].value_json = Some("{not json".into());
+    garbage.push(bad_value.encode());
+    for bytes in &garbage {
+        client.publish(subject, bytes.clone().into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+
+    let handled = |s: mycosynth_subscriber::Stats| s.decode_errors + s.duplicates_ignored;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handled(config.stats()) < garbage.len() as u64 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = config.stats();
+    assert_eq!(handled(stats), garbage.len() as u64, "{stats:?}");
+    // Random bytes and truncations never decode; a flipped byte may land in padding.
+    assert!(stats.decode_errors >= garbage.len() as u64 - 1, "{stats:?}");
+    assert_eq!(stats.updates_applied, 0);
+    assert_eq!(
+        (config.version(), config.get::<i64>("x").unwrap()),
+        (1, 1),
+        "no garbage applied"
+    );
+
+    set_keys(&api, "ledger", "prod", &[("x", json!(2))]).await;
+    assert!(config.wait_for_version(2, Duration::from_secs(10)).await);
+    assert_eq!(
+        config.get::<i64>("x").unwrap(),
+        2,
+        "still following real changes"
+    );
+}

@@ -1,0 +1,238 @@
+use std::time::Duration;
+
+use futures::StreamExt;
+use mycosynth::cli::exit;
+use mycosynth_testkit::{NatsServer, Validator};
+
+use crate::{run_cli, schema_path, stderr, stdout};
+
+/// Acceptance 2: each invalid input gives its documented exit code and a message naming the key
+/// and the rule; KV is unchanged and no event is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_is_refused_and_changes_nothing() {
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let url = nats.url();
+    let out = run_cli(&url, &["schema", "push", "payment-service", &schema_path()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let example = mycosynth_testkit::repo_root().join("schemas/payment-service.production.yaml");
+    let out = run_cli(
+        &url,
+        &[
+            "apply",
+            &example.display().to_string(),
+            "--namespace",
+            "payment-service",
+            "--env",
+            "production",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = stdout(&run_cli(&url, &["--json", "get", "payment-service", "production"]).await);
+
+    let client = async_nats::connect(&url).await.unwrap();
+    let mut events = client.subscribe("mycosynth.events.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.yaml");
+    std::fs::write(
+        &huge,
+        format!("database.host: \"{}\"\n", "a".repeat(1024 * 1024 + 1)),
+    )
+    .unwrap();
+    let huge = huge.display().to_string();
+    let long_key = "k".repeat(1025);
+    let ns = "payment-service";
+    let env = "production";
+    // (arguments, exit code, words the message must contain: the key and the rule)
+    let cases: Vec<(Vec<&str>, u8, Vec<&str>)> = vec![
+        (
+            vec!["set", ns, env, "database.pool_size", "\"many\""],
+            exit::VALIDATION,
+            vec!["database.pool_size", "type"],
+        ),
+        (
+            vec!["set", ns, env, "database.pool_size", "0"],
+            exit::VALIDATION,
+            vec!["database.pool_size", "minimum"],
+        ),
+        (
+            vec!["set", ns, env, "database.host", "\"bad host!\""],
+            exit::VALIDATION,
+            vec!["database.host", "pattern"],
+        ),
+        (
+            vec!["delete", ns, env, "database.host"],
+            exit::VALIDATION,
+            vec!["database.host", "required"],
+        ),
+        (
+            vec!["set", ns, env, "no.such.key", "1"],
+            exit::VALIDATION,
+            vec!["no.such.key", "additionalProperties"],
+        ),
+        (
+            vec!["set", ns, env, &long_key, "1"],
+            exit::VALIDATION,
+            vec!["kkkkkkkk", "max_length"],
+        ),
+        (
+            vec!["apply", &huge, "--namespace", ns, "--env", env],
+            exit::VALIDATION,
+            vec!["database.host", "max_size"],
+        ),
+        (
+            vec!["set", ns, env, "_system.flag", "1"],
+            exit::VALIDATION,
+            vec!["_system.flag", "reserved_prefix"],
+        ),
+        (
+            vec!["set", ns, env, "database.pool_size", "{oops"],
+            exit::VALIDATION,
+            vec!["database.pool_size", "json"],
+        ),
+        (
+            vec!["set", "Payment_Service", env, "a", "1"],
+            exit::VALIDATION,
+            vec!["Payment_Service", "charset"],
+        ),
+        (
+            vec!["set", ns, "prod.eu", "a", "1"],
+            exit::VALIDATION,
+            vec!["prod.eu", "charset"],
+        ),
+        (
+            vec![
+                "set",
+                ns,
+                env,
+                "database.pool_size",
+                "5",
+                "--expect-version",
+                "99",
+            ],
+            exit::CONFLICT,
+            vec!["version"],
+        ),
+        (
+            vec!["get", ns, env, "no.such.key"],
+            exit::NOT_FOUND,
+            vec!["no.such.key"],
+        ),
+        (
+            vec!["rollback", ns, env, "--to", "999"],
+            exit::NOT_FOUND,
+            vec!["999"],
+        ),
+        (
+            vec![
+                "apply",
+                "/no/such/file.yaml",
+                "--namespace",
+                ns,
+                "--env",
+                env,
+            ],
+            exit::INPUT,
+            vec!["/no/such/file.yaml"],
+        ),
+    ];
+    for (args, code, words) in &cases {
+        let out = run_cli(&url, args).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(i32::from(*code)), "{args:?}: {err}");
+        for word in words {
+            assert!(
+                err.contains(word),
+                "{args:?}: message {err:?} lacks {word:?}"
+            );
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
+    let after = stdout(&run_cli(&url, &["--json", "get", ns, env]).await);
+    assert_eq!(before, after, "KV changed");
+    let leaked = tokio::time::timeout(Duration::from_millis(300), events.next()).await;
+    assert!(
+        leaked.is_err(),
+        "an event was published for a refused change"
+    );
+
+    // With no validator at all: unavailable.
+    let out = run_cli("nats://127.0.0.1:1", &["get", ns, env]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::UNAVAILABLE)),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `schema push`: a schema that live config violates is refused naming the keys, unless
+/// `--force`; with `--require-schema`, a namespace without a schema refuses changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_push_checks_live_config() {
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &["--require-schema"]);
+    let url = nats.url();
+    let out = run_cli(
+        &url,
+        &[
+            "set",
+            "payment-service",
+            "staging",
+            "database.host",
+            "\"db1\"",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::VALIDATION)),
+        "no schema yet: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("schema_required"));
+
+    let out = run_cli(&url, &["schema", "push", "payment-service", &schema_path()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (key, value) in [("database.host", "\"db1\""), ("database.pool_size", "500")] {
+        let out = run_cli(&url, &["set", "payment-service", "staging", key, value]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tighter = dir.path().join("tighter.json");
+    let mut schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path()).unwrap()).unwrap();
+    schema["properties"]["database.pool_size"]["maximum"] = serde_json::json!(100);
+    std::fs::write(&tighter, schema.to_string()).unwrap();
+    let tighter = tighter.display().to_string();
+
+    let out = run_cli(&url, &["schema", "push", "payment-service", &tighter]).await;
+    assert_eq!(out.status.code(), Some(i32::from(exit::VALIDATION)));
+    assert!(
+        stderr(&out).contains("database.pool_size") && stderr(&out).contains("maximum"),
+        "{}",
+        stderr(&out)
+    );
+    let stored = stdout(&run_cli(&url, &["schema", "get", "payment-service"]).await);
+    assert!(
+        stored.contains("\"maximum\": 1000"),
+        "refused schema must not be stored: {stored}"
+    );
+
+    let out = run_cli(
+        &url,
+        &["schema", "push", "payment-service", &tighter, "--force"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("database.pool_size"),
+        "forced violations are listed"
+    );
+    let stored = stdout(&run_cli(&url, &["schema", "get", "payment-service"]).await);
+    assert!(stored.contains("\"maximum\": 100"), "{stored}");
+}
