@@ -25,9 +25,19 @@ pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client, Strin
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("bad NATS URL {urls:?}: {e}"))?;
+    // Writers come back fast after an outage (first retry at once, then 100 ms doubling to 2 s,
+    // with jitter): a config change should not wait out a long reconnect delay.
+    let backoff = mycosynth_subscriber::Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(2),
+    );
     async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(std::time::Duration::from_secs(3))
+        .reconnect_delay_callback(move |attempt| match attempt {
+            0 | 1 => std::time::Duration::ZERO,
+            n => backoff.delay(u32::try_from(n - 1).unwrap_or(u32::MAX)),
+        })
         .connect(addrs)
         .await
         .map_err(|e| e.to_string())

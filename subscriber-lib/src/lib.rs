@@ -29,11 +29,38 @@
 //!   ([`Stats::decode_errors`]) and logged, never applied, never a panic.
 //! - **Resolution order** of every read: stored value, then the schema's `default`, then the
 //!   caller's default (`get_or`), then [`GetError::Missing`] naming the key.
+//!
+//! ## When NATS is down
+//! - **Reads never fail because of NATS.** They are served from the last snapshot, however long
+//!   the outage; [`Subscriber::status`] tells how stale it is.
+//! - **Last-known-good cache** ([`SubscriberBuilder::cache_dir`]): after every applied version
+//!   the snapshot (values, schema defaults, version) is written to
+//!   `<dir>/<namespace>.<env>.lkg` atomically (temp file, fsync, rename) with a format version
+//!   and a CRC-32, by a separate task, so a slow disk never delays updates. A truncated,
+//!   corrupted, foreign-format or other-namespace file is refused as a whole with one warning.
+//! - **Offline start:** with a usable cache, `connect` returns at once serving it and connects
+//!   in the background, catching up by itself when NATS answers. Without one,
+//!   [`StartPolicy`] decides: fail at once (default), wait up to a deadline, or start from the
+//!   schema's defaults.
+//! - **Backoff:** reconnects and resync retries back off exponentially with jitter
+//!   ([`SubscriberBuilder::backoff`], default 250 ms doubling to 30 s), so a fleet does not
+//!   stampede a recovering server.
+//! - **Anti-entropy:** every [`SubscriberBuilder::anti_entropy_interval`] (default 30 s) the held
+//!   version is compared with the authoritative head, so a lost final event is repaired even
+//!   when no further event arrives.
+//! - **Metrics:** `mycosynth_subscriber_connected`, `_staleness_seconds`, `_version` (gauges);
+//!   `_updates_applied_total`, `_resyncs_total`, `_decode_errors_total`, `_reconnects_total`,
+//!   `_connect_attempts_total`, `_cache_writes_total`, `_cache_refused_total`,
+//!   `_anti_entropy_repairs_total` (counters); `_apply_delay_seconds` (histogram).
 #![deny(missing_docs)]
 
+mod backoff;
+mod builder;
+pub mod cache;
 pub mod kv_scan;
 mod loader;
 mod snapshot;
+mod status;
 mod updater;
 pub mod wire;
 
@@ -41,22 +68,24 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde::de::DeserializeOwned;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+pub use backoff::Backoff;
+pub use builder::{StartPolicy, SubscriberBuilder};
 pub use snapshot::{GetError, Snapshot, ValueSource};
+pub use status::{Origin, Status};
+pub use updater::{ChangeNotice, NoticeCause};
 
 /// The README's examples compile as written.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 mod readme_examples {}
-pub use updater::{ChangeNotice, NoticeCause};
 
 use kv_scan::ScanError;
-use updater::{Counters, Shared, Updater, UpdaterOptions};
-use wire::{event_subject, schema_subject, Environment, NameError, Namespace};
+use updater::Shared;
+use wire::NameError;
 
 /// Why a subscriber could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,175 +129,24 @@ pub struct Stats {
     pub decode_errors: u64,
     /// Events for versions already held, ignored.
     pub duplicates_ignored: u64,
-}
-
-/// Builds a [`Subscriber`]; see [`Subscriber::builder`].
-#[derive(Debug, Clone)]
-pub struct SubscriberBuilder {
-    namespace: String,
-    environment: String,
-    nats_urls: String,
-    connect_timeout: Duration,
-    load_timeout: Duration,
-    gap_timeout: Duration,
-    resync_backoff_max: Duration,
-    client_name: Option<String>,
-}
-
-impl SubscriberBuilder {
-    /// NATS server URL, or several separated by commas (the client fails over between them).
-    /// Default `nats://127.0.0.1:4222`.
-    pub fn nats_url(mut self, urls: impl Into<String>) -> Self {
-        self.nats_urls = urls.into();
-        self
-    }
-
-    /// How long the first connection may take. Default 5 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long loading the snapshot from KV may take. Default 10 s.
-    pub fn load_timeout(mut self, timeout: Duration) -> Self {
-        self.load_timeout = timeout;
-        self
-    }
-
-    /// How long an out-of-order event waits for the missing one before a full resync.
-    /// Default 200 ms.
-    pub fn gap_timeout(mut self, timeout: Duration) -> Self {
-        self.gap_timeout = timeout;
-        self
-    }
-
-    /// Longest wait between failed resync attempts (exponential backoff with jitter up to
-    /// this). Default 30 s.
-    pub fn resync_backoff_max(mut self, max: Duration) -> Self {
-        self.resync_backoff_max = max;
-        self
-    }
-
-    /// Name of the NATS connection, as shown by the server's monitoring.
-    pub fn client_name(mut self, name: impl Into<String>) -> Self {
-        self.client_name = Some(name.into());
-        self
-    }
-
-    /// Connects, loads the snapshot and starts following changes. Must be called inside a
-    /// tokio runtime; the subscriber's task runs there until the last handle is dropped.
-    pub async fn connect(self) -> Result<Subscriber, Error> {
-        let namespace = Namespace::new(self.namespace)?;
-        let environment = Environment::new(self.environment)?;
-        let (resync_tx, resync_rx) = mpsc::channel(4);
-
-        let reconnect_tx = resync_tx.clone();
-        let mut options = async_nats::ConnectOptions::new()
-            .connection_timeout(self.connect_timeout)
-            .event_callback(move |event| {
-                let reconnect_tx = reconnect_tx.clone();
-                async move {
-                    if let async_nats::Event::Connected = event {
-                        metrics::counter!("mycosynth_subscriber_reconnects_total").increment(1);
-                        // A full channel already holds a resync request; one is enough.
-                        let _ = reconnect_tx.try_send(());
-                    }
-                }
-            });
-        if let Some(name) = &self.client_name {
-            options = options.name(name);
-        }
-        let urls: Vec<async_nats::ServerAddr> = self
-            .nats_urls
-            .split(',')
-            .map(|u| u.trim().parse())
-            .collect::<Result<_, _>>()
-            .map_err(|err: std::io::Error| Error::Connect {
-                url: self.nats_urls.clone(),
-                message: err.to_string(),
-            })?;
-        let client = options.connect(urls).await.map_err(|err| Error::Connect {
-            url: self.nats_urls.clone(),
-            message: err.to_string(),
-        })?;
-
-        // Subscribe before loading, so no event between the load and the subscription is lost.
-        let events = client
-            .subscribe(event_subject(&namespace, &environment))
-            .await
-            .map_err(|err| Error::Subscribe(err.to_string()))?;
-        let schema_changes = client
-            .subscribe(schema_subject(&namespace))
-            .await
-            .map_err(|err| Error::Subscribe(err.to_string()))?;
-        client
-            .flush()
-            .await
-            .map_err(|err| Error::Subscribe(err.to_string()))?;
-
-        let js = async_nats::jetstream::new(client);
-        let state = loader::load_state(&js, &namespace, &environment, self.load_timeout).await?;
-        let defaults = loader::load_defaults(&js, &namespace, self.load_timeout).await?;
-        let snapshot = Snapshot::new(
-            state.version,
-            state.values,
-            Arc::new(defaults),
-            state.committed_at_us,
-        );
-        tracing::info!(%namespace, %environment, version = snapshot.version(), keys = snapshot.len(), "config loaded");
-
-        let (notices, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared {
-            namespace,
-            environment,
-            version: watch::Sender::new(snapshot.version()),
-            snapshot: ArcSwap::from_pointee(snapshot),
-            notices,
-            counters: Counters::default(),
-            resync_requests: resync_tx,
-        });
-        // The first Connected event fires during connect; drop that request, we just loaded.
-        let mut resync_rx = resync_rx;
-        while resync_rx.try_recv().is_ok() {}
-
-        let updater = Updater {
-            shared: Arc::clone(&shared),
-            js,
-            events,
-            schema_changes,
-            resync_requests: resync_rx,
-            options: UpdaterOptions {
-                gap_timeout: self.gap_timeout,
-                load_timeout: self.load_timeout,
-                resync_backoff_max: self.resync_backoff_max,
-            },
-            pending: Default::default(),
-            gap_since: None,
-            retry: None,
-        };
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(updater.run(shutdown_rx));
-        Ok(Subscriber {
-            shared,
-            lifetime: Arc::new(Lifetime {
-                shutdown: shutdown_tx,
-                task: Mutex::new(Some(task)),
-            }),
-        })
-    }
+    /// Connection attempts made after a failure (initial retries and reconnects).
+    pub connect_attempts: u64,
+    /// Times a connection was established (the first one included).
+    pub reconnects: u64,
 }
 
 /// Stops the updater task when the last handle goes.
 struct Lifetime {
     shutdown: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    /// The updater and, with a cache, the cache writer.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Lifetime {
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
-        if let Ok(mut task) = self.task.lock() {
-            if let Some(task) = task.take() {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for task in tasks.drain(..) {
                 task.abort();
             }
         }
@@ -318,16 +196,7 @@ impl Subscriber {
         namespace: impl Into<String>,
         environment: impl Into<String>,
     ) -> SubscriberBuilder {
-        SubscriberBuilder {
-            namespace: namespace.into(),
-            environment: environment.into(),
-            nats_urls: "nats://127.0.0.1:4222".into(),
-            connect_timeout: Duration::from_secs(5),
-            load_timeout: Duration::from_secs(10),
-            gap_timeout: Duration::from_millis(200),
-            resync_backoff_max: Duration::from_secs(30),
-            client_name: None,
-        }
+        SubscriberBuilder::new(namespace.into(), environment.into())
     }
 
     /// The value of `key` as `T` (stored, else schema default, else [`GetError::Missing`]).
@@ -487,6 +356,8 @@ impl Subscriber {
             resync_failures: c.resync_failures.load(Ordering::Relaxed),
             decode_errors: c.decode_errors.load(Ordering::Relaxed),
             duplicates_ignored: c.duplicates.load(Ordering::Relaxed),
+            connect_attempts: self.shared.health.connect_attempts.load(Ordering::Relaxed),
+            reconnects: self.shared.health.reconnects.load(Ordering::Relaxed),
         }
     }
 
@@ -499,9 +370,27 @@ impl Subscriber {
     /// ```
     pub async fn shutdown(&self) {
         self.lifetime.shutdown.send_replace(true);
-        let task = self.lifetime.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
+        let tasks: Vec<JoinHandle<()>> = self
+            .lifetime
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        for task in tasks {
+            task.abort();
             let _ = task.await;
         }
+    }
+
+    /// Connection, version, origin and staleness, for health checks and dashboards.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// let status = config.status();
+    /// println!("v{} connected={} stale for {:?}", status.version, status.connected, status.staleness);
+    /// # }
+    /// ```
+    pub fn status(&self) -> Status {
+        self.shared.health.status(self.version())
     }
 }

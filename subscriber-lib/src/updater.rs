@@ -13,9 +13,11 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::backoff::Backoff;
 use crate::loader::{load_defaults, load_state};
 use crate::snapshot::Snapshot;
-use crate::wire::{ChangeEvent, Environment, Namespace};
+use crate::status::Health;
+use crate::wire::{head_key, ChangeEvent, Environment, HeadRecord, Namespace, CONFIG_BUCKET};
 
 /// What caused a change notice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,7 @@ pub(crate) struct Shared {
     pub version: watch::Sender<u64>,
     pub counters: Counters,
     pub resync_requests: mpsc::Sender<()>,
+    pub health: Arc<Health>,
 }
 
 /// Timing options of the updater.
@@ -75,12 +78,18 @@ pub(crate) struct Shared {
 pub(crate) struct UpdaterOptions {
     pub gap_timeout: Duration,
     pub load_timeout: Duration,
-    pub resync_backoff_max: Duration,
+    pub backoff: Backoff,
+    pub anti_entropy_interval: Duration,
 }
 
 pub(crate) struct Updater {
     pub shared: Arc<Shared>,
+    pub client: async_nats::Client,
     pub js: jetstream::Context,
+    /// Handle on the config bucket for anti-entropy head reads, opened on first use.
+    pub kv: Option<jetstream::kv::Store>,
+    /// Where to hand each new snapshot for the last-known-good cache writer.
+    pub cache: Option<watch::Sender<Arc<Snapshot>>>,
     pub events: async_nats::Subscriber,
     pub schema_changes: async_nats::Subscriber,
     pub resync_requests: mpsc::Receiver<()>,
@@ -89,8 +98,8 @@ pub(crate) struct Updater {
     pub pending: BTreeMap<u64, ParsedEvent>,
     /// Since when a gap has been waiting to be filled.
     pub gap_since: Option<Instant>,
-    /// When to retry a failed resync, and the backoff so far.
-    pub retry: Option<(Instant, Duration)>,
+    /// When to retry a failed resync, and how many attempts failed in a row.
+    pub retry: Option<(Instant, u32)>,
 }
 
 /// A decoded event whose values have been parsed.
@@ -108,6 +117,10 @@ pub(crate) fn now_us() -> i64 {
 
 impl Updater {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut anti_entropy = tokio::time::interval(self.options.anti_entropy_interval);
+        anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        anti_entropy.reset();
+        let mut gauges = tokio::time::interval(Duration::from_secs(1));
         loop {
             let gap_deadline = self.gap_since.map(|since| since + self.options.gap_timeout);
             let retry_at = self.retry.map(|(at, _)| at);
@@ -124,6 +137,10 @@ impl Updater {
                 Some(()) = self.resync_requests.recv() => self.resync("requested").await,
                 _ = sleep_until(gap_deadline), if gap_deadline.is_some() => self.resync("gap").await,
                 _ = sleep_until(retry_at), if retry_at.is_some() => self.resync("retry").await,
+                _ = anti_entropy.tick() => self.check_head().await,
+                _ = gauges.tick() => {
+                    metrics::gauge!("mycosynth_subscriber_staleness_seconds").set(self.shared.health.staleness().as_secs_f64());
+                }
             }
         }
         tracing::debug!(namespace = %self.shared.namespace, environment = %self.shared.environment, "subscriber stopped");
@@ -246,7 +263,13 @@ impl Updater {
 
     fn publish(&self, next: Snapshot, mut notice: ChangeNotice) {
         let version = next.version();
-        self.shared.snapshot.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.shared.snapshot.store(Arc::clone(&next));
+        self.shared.health.updated();
+        self.shared.health.confirm();
+        if let Some(cache) = &self.cache {
+            cache.send_replace(next);
+        }
         notice.applied_at_us = now_us();
         if notice.committed_at_us > 0 {
             let delay = (notice.applied_at_us - notice.committed_at_us).max(0) as f64 / 1e6;
@@ -277,6 +300,12 @@ impl Updater {
     /// buffered events follow it.
     pub async fn resync(&mut self, why: &'static str) {
         let shared = Arc::clone(&self.shared);
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            // The reconnect itself triggers a resync; asking a disconnected client would only
+            // wait out its request timeout.
+            self.retry = None;
+            return;
+        }
         let started = Instant::now();
         let loaded = load_state(
             &self.js,
@@ -292,16 +321,15 @@ impl Updater {
                     .counters
                     .resync_failures
                     .fetch_add(1, Ordering::Relaxed);
-                let backoff = self
-                    .retry
-                    .map(|(_, b)| (b * 2).min(self.options.resync_backoff_max));
-                let backoff = backoff.unwrap_or(Duration::from_millis(100));
-                tracing::warn!(namespace = %shared.namespace, environment = %shared.environment, error = %err, retry_in_ms = backoff.as_millis() as u64, "resync failed; serving the last good snapshot");
-                self.retry = Some((Instant::now() + jitter(backoff), backoff));
+                let failures = self.retry.map_or(1, |(_, n)| n + 1);
+                let delay = self.options.backoff.delay(failures);
+                tracing::warn!(namespace = %shared.namespace, environment = %shared.environment, error = %err, retry_in_ms = delay.as_millis() as u64, "resync failed; serving the last good snapshot");
+                self.retry = Some((Instant::now() + delay, failures));
                 return;
             }
         };
         self.retry = None;
+        shared.health.confirm();
         shared.counters.resyncs.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("mycosynth_subscriber_resyncs_total").increment(1);
         let current = shared.snapshot.load_full();
@@ -336,13 +364,53 @@ impl Updater {
         }
     }
 
+    /// Anti-entropy: compares the held version with the authoritative head, so a lost final
+    /// event is noticed even when no further event arrives.
+    async fn check_head(&mut self) {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+        let kv = match &self.kv {
+            Some(kv) => kv.clone(),
+            None => match self.js.get_key_value(CONFIG_BUCKET).await {
+                Ok(kv) => {
+                    self.kv = Some(kv.clone());
+                    kv
+                }
+                // No bucket yet: nothing committed, nothing to compare.
+                Err(_) => return,
+            },
+        };
+        let key = head_key(&self.shared.namespace, &self.shared.environment);
+        let head = match tokio::time::timeout(self.options.load_timeout, kv.get(&key)).await {
+            Ok(Ok(Some(bytes))) => match serde_json::from_slice::<HeadRecord>(&bytes) {
+                Ok(head) => head.version,
+                Err(_) => return,
+            },
+            Ok(Ok(None)) => 0,
+            _ => return,
+        };
+        let held = self.shared.snapshot.load().version();
+        if head > held {
+            metrics::counter!("mycosynth_subscriber_anti_entropy_repairs_total").increment(1);
+            tracing::info!(namespace = %self.shared.namespace, environment = %self.shared.environment, held, head, "anti-entropy: behind the authoritative version");
+            self.resync("anti-entropy").await;
+        } else if head == held {
+            self.shared.health.confirm();
+        }
+    }
+
     async fn reload_defaults(&mut self) {
         match load_defaults(&self.js, &self.shared.namespace, self.options.load_timeout).await {
             Ok(defaults) => {
                 let current = self.shared.snapshot.load_full();
                 let mut next = (*current).clone();
                 next.set_defaults(Arc::new(defaults));
-                self.shared.snapshot.store(Arc::new(next));
+                let next = Arc::new(next);
+                self.shared.snapshot.store(Arc::clone(&next));
+                if let Some(cache) = &self.cache {
+                    cache.send_replace(next);
+                }
             }
             Err(err) => {
                 tracing::warn!(namespace = %self.shared.namespace, error = %err, "could not reload schema defaults")
@@ -367,16 +435,6 @@ fn changed_keys(
         .collect();
     keys.sort();
     keys
-}
-
-/// Spreads retries of many clients over time: a random point in [d/2, d].
-pub(crate) fn jitter(d: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
-    d.mul_f64(fraction)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -158,6 +158,16 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server and waits until it is ready.
     pub fn start() -> NatsServer {
+        NatsServer::start_with("")
+    }
+
+    /// Starts a server that fsyncs every acknowledged write (`sync_interval: always`), for
+    /// tests that kill it and count acknowledged changes.
+    pub fn start_durable() -> NatsServer {
+        NatsServer::start_with("sync_interval: always")
+    }
+
+    fn start_with(jetstream_extra: &str) -> NatsServer {
         let store = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let config = store.path().join("nats.conf");
@@ -165,7 +175,7 @@ impl NatsServer {
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: {:?} }}\n",
+                "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: {:?}\n{jetstream_extra} }}\n",
                 jetstream_dir.display().to_string()
             ),
         )

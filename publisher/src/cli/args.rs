@@ -125,6 +125,9 @@ pub enum Command {
         namespace: String,
         /// Environment.
         env: String,
+        /// Keep a last-known-good cache here, and start from it when NATS is down.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
 }
 

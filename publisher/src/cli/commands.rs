@@ -47,7 +47,11 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             exit::USAGE,
             "`serve` is started by main".into(),
         )),
-        Command::Watch { namespace, env } => watch(&cli.nats_url, &namespace, &env, json).await,
+        Command::Watch {
+            namespace,
+            env,
+            cache_dir,
+        } => watch(&cli.nats_url, &namespace, &env, cache_dir, json).await,
         command => {
             // Parse local input before connecting, so bad input fails fast and changes nothing.
             let request = build(command, &author)?;
@@ -376,24 +380,35 @@ fn print_change(outcome: &ChangeOutcome, dry_run: bool, json: bool) {
     }
 }
 
-async fn watch(nats_url: &str, namespace: &str, env: &str, json: bool) -> Result<(), CliError> {
-    let config = Subscriber::builder(namespace, env)
+async fn watch(
+    nats_url: &str,
+    namespace: &str,
+    env: &str,
+    cache_dir: Option<std::path::PathBuf>,
+    json: bool,
+) -> Result<(), CliError> {
+    let mut builder = Subscriber::builder(namespace, env)
         .nats_url(nats_url)
-        .client_name("mycosynth-watch")
-        .connect()
-        .await
-        .map_err(|e| match e {
-            mycosynth_subscriber::Error::InvalidName(err) => {
-                CliError::Api(validation(&err.to_string(), err.rule(), err.to_string()))
-            }
-            other => CliError::Local(exit::UNAVAILABLE, other.to_string()),
-        })?;
+        .client_name("mycosynth-watch");
+    if let Some(dir) = cache_dir {
+        builder = builder.cache_dir(dir);
+    }
+    let config = builder.connect().await.map_err(|e| match e {
+        mycosynth_subscriber::Error::InvalidName(err) => {
+            CliError::Api(validation(&err.to_string(), err.rule(), err.to_string()))
+        }
+        other => CliError::Local(exit::UNAVAILABLE, other.to_string()),
+    })?;
     let mut changes = config.subscribe();
     let snapshot = config.snapshot();
     if json {
-        print_json(
-            &serde_json::json!({"version": snapshot.version(), "values": snapshot.to_json(), "cause": "load"}),
-        );
+        let origin = format!("{:?}", config.status().origin).to_lowercase();
+        print_json(&serde_json::json!({
+            "version": snapshot.version(),
+            "values": snapshot.to_json(),
+            "cause": "load",
+            "origin": origin,
+        }));
     } else {
         println!(
             "watching {namespace}/{env} at version {} ({} keys); Ctrl-C to stop",

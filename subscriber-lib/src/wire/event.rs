@@ -107,3 +107,50 @@ impl ChangeEvent {
         Ok(event)
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> ChangeEvent {
+        ChangeEvent {
+            format: EVENT_FORMAT,
+            namespace: "payment-service".into(),
+            environment: "production".into(),
+            version: 9,
+            previous_version: 8,
+            changes: vec![
+                EventChange {
+                    key: "a.b".into(),
+                    value_json: Some("[1,2,3]".into()),
+                },
+                EventChange {
+                    key: "c".into(),
+                    value_json: None,
+                },
+            ],
+            change_id: "id".into(),
+            author: "alice".into(),
+            reason: "why".into(),
+            source: "cli".into(),
+            committed_at_us: 42,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = ChangeEvent::decode(&bytes);
+        }
+
+        #[test]
+        fn mangled_events_never_panic(cut in 0usize..300, flip in 0usize..300, bit in 0u8..8) {
+            let mut bytes = sample().encode();
+            if flip < bytes.len() { bytes[flip] ^= 1 << bit; }
+            bytes.truncate(cut.min(bytes.len()));
+            let _ = ChangeEvent::decode(&bytes);
+        }
+    }
+}

@@ -7,9 +7,11 @@
 //! - `rollback`: rollback restores a version's state beyond KV's 64-revision history.
 //! - `subscriber`: reconnect convergence and garbage on the event subject.
 //! - `service`: metrics, health and NATS service API discovery.
+//! - `resilience`: faults injected into real processes; last-known-good cache; backoff.
 
 mod change_path;
 mod concurrency;
+mod resilience;
 mod rollback;
 mod service;
 mod subscriber;
@@ -75,6 +77,45 @@ pub async fn set_keys(
     api.call(endpoint::CHANGE, &request)
         .await
         .expect("change accepted")
+}
+
+/// Like [`set_keys`], retrying while the validator is unreachable (e.g. reconnecting after a
+/// server restart), for up to 20 s.
+pub async fn set_keys_retrying(
+    api: &ApiClient,
+    ns: &str,
+    env: &str,
+    pairs: &[(&str, serde_json::Value)],
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let request = ChangeRequest {
+            namespace: ns.into(),
+            environment: env.into(),
+            changes: pairs
+                .iter()
+                .map(|(k, v)| KeyChange {
+                    key: (*k).into(),
+                    value: Some(v.clone()),
+                })
+                .collect(),
+            expected_version: None,
+            author: "test".into(),
+            reason: String::new(),
+            source: ChangeSource::Api,
+            git_commit: None,
+            dry_run: false,
+            replace: false,
+        };
+        match api
+            .call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
+            .await
+        {
+            Ok(_) => return,
+            Err(err) if tokio::time::Instant::now() > deadline => panic!("change refused: {err:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 pub fn schema_path() -> String {
