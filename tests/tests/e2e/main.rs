@@ -49,14 +49,9 @@ pub async fn api(url: &str) -> ApiClient {
         .expect("connect api client")
 }
 
-/// Sets keys through the validator API (faster than a CLI process per change).
-pub async fn set_keys(
-    api: &ApiClient,
-    ns: &str,
-    env: &str,
-    pairs: &[(&str, serde_json::Value)],
-) -> ChangeOutcome {
-    let request = ChangeRequest {
+/// A change request setting `pairs`, as the API client of a program would send it.
+pub fn change_request(ns: &str, env: &str, pairs: &[(&str, serde_json::Value)]) -> ChangeRequest {
+    ChangeRequest {
         namespace: ns.into(),
         environment: env.into(),
         changes: pairs
@@ -73,7 +68,17 @@ pub async fn set_keys(
         git_commit: None,
         dry_run: false,
         replace: false,
-    };
+    }
+}
+
+/// Sets keys through the validator API (faster than a CLI process per change).
+pub async fn set_keys(
+    api: &ApiClient,
+    ns: &str,
+    env: &str,
+    pairs: &[(&str, serde_json::Value)],
+) -> ChangeOutcome {
+    let request = change_request(ns, env, pairs);
     api.call(endpoint::CHANGE, &request)
         .await
         .expect("change accepted")
@@ -89,24 +94,7 @@ pub async fn set_keys_retrying(
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let request = ChangeRequest {
-            namespace: ns.into(),
-            environment: env.into(),
-            changes: pairs
-                .iter()
-                .map(|(k, v)| KeyChange {
-                    key: (*k).into(),
-                    value: Some(v.clone()),
-                })
-                .collect(),
-            expected_version: None,
-            author: "test".into(),
-            reason: String::new(),
-            source: ChangeSource::Api,
-            git_commit: None,
-            dry_run: false,
-            replace: false,
-        };
+        let request = change_request(ns, env, pairs);
         match api
             .call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
             .await

@@ -62,27 +62,12 @@ async fn nats_killed_mid_stream_every_subscriber_converges() {
             let mut acknowledged = Vec::new();
             for n in 1..=60u64 {
                 loop {
-                    let request = mycosynth_subscriber::wire::ChangeRequest {
-                        namespace: "stream".into(),
-                        environment: "prod".into(),
-                        changes: vec![
-                            KeyChange {
-                                key: "n".into(),
-                                value: Some(json!(n)),
-                            },
-                            KeyChange {
-                                key: format!("k{n}"),
-                                value: Some(json!(n)),
-                            },
-                        ],
-                        expected_version: None,
-                        author: "writer".into(),
-                        reason: String::new(),
-                        source: ChangeSource::Api,
-                        git_commit: None,
-                        dry_run: false,
-                        replace: false,
-                    };
+                    let key = format!("k{n}");
+                    let request = crate::change_request(
+                        "stream",
+                        "prod",
+                        &[("n", json!(n)), (&key, json!(n))],
+                    );
                     match api
                         .call::<_, mycosynth_subscriber::wire::ChangeOutcome>(
                             mycosynth_subscriber::wire::endpoint::CHANGE,
