@@ -178,3 +178,120 @@ asyncio.run(main())
     assert_eq!(record["author"], "test");
     assert!(record["time"].as_str().is_some_and(|t| t.ends_with('Z')));
 }
+
+/// `apply --dry-run` prints the diff and the verdict and writes nothing; `--prune` deletes the
+/// live keys a file does not name; `history --key` lists only the versions that touched it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_dry_run_prune_and_history_by_key() {
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.yaml");
+    std::fs::write(&first, "a: 1\nb: two\nc: [3]\n").unwrap();
+    let second = dir.path().join("second.json");
+    std::fs::write(&second, r#"{"a": 10, "c": [3]}"#).unwrap();
+    let (first, second) = (first.display().to_string(), second.display().to_string());
+    let apply = |file: &str, extra: &[&str]| {
+        let mut args = vec![
+            "apply".to_string(),
+            file.to_string(),
+            "--namespace".into(),
+            "shop".into(),
+            "--env".into(),
+            "prod".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        async move { run_cli(&url, &args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+
+    let out = run(apply(&first, &["--dry-run"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = crate::stdout(&out);
+    assert!(
+        text.contains("+ a = 1") && text.contains("dry run: valid; 3 key(s) would change"),
+        "{text}"
+    );
+    let got = run(vec![
+        "--json".into(),
+        "get".into(),
+        "shop".into(),
+        "prod".into(),
+    ])
+    .await;
+    assert_eq!(
+        json(&crate::stdout(&got))["version"],
+        0,
+        "dry run wrote nothing"
+    );
+
+    assert!(run(apply(&first, &[])).await.status.success());
+    let out = run(apply(&second, &["--prune", "--reason", "trim"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = crate::stdout(&out);
+    assert!(
+        text.contains("~ a: 1 -> 10")
+            && text.contains("- b (was \"two\")")
+            && !text.lines().any(|l| l.get(2..3) == Some("c")),
+        "{text}"
+    );
+    let got = json(&crate::stdout(
+        &run(vec![
+            "--json".into(),
+            "get".into(),
+            "shop".into(),
+            "prod".into(),
+        ])
+        .await,
+    ));
+    let keys: Vec<&str> = got["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p[0].as_str())
+        .collect();
+    assert_eq!((got["version"].clone(), keys), (json!(2), vec!["a", "c"]));
+
+    let history = json(&crate::stdout(
+        &run(vec![
+            "--json".into(),
+            "history".into(),
+            "shop".into(),
+            "prod".into(),
+            "--key".into(),
+            "b".into(),
+        ])
+        .await,
+    ));
+    let versions: Vec<u64> = history["change_sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["version"].as_u64())
+        .collect();
+    assert_eq!(
+        versions,
+        [2, 1],
+        "both versions touched b (set, then pruned)"
+    );
+    let history = json(&crate::stdout(
+        &run(vec![
+            "--json".into(),
+            "history".into(),
+            "shop".into(),
+            "prod".into(),
+            "--key".into(),
+            "c".into(),
+        ])
+        .await,
+    ));
+    assert_eq!(
+        history["change_sets"].as_array().unwrap().len(),
+        1,
+        "c changed only once"
+    );
+}
