@@ -79,6 +79,7 @@ async fn mycosynth_propagation(url: &str) -> Summary {
             git_commit: None,
             dry_run: false,
             replace: false,
+            request_id: None,
         };
         let started = Instant::now();
         let applied = async {

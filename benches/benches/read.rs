@@ -54,6 +54,7 @@ fn reads(c: &mut Criterion) {
             git_commit: None,
             dry_run: false,
             replace: false,
+            request_id: None,
         };
         let _: ChangeOutcome = api
             .call(endpoint::CHANGE, &request)

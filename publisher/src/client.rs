@@ -40,6 +40,43 @@ impl ApiClient {
         ApiClient { client, timeout }
     }
 
+    /// Like [`ApiClient::call`], but retries while the answer is "unavailable" (no validator
+    /// reachable, no reply in time, store failing over) until `budget` has passed. Safe for
+    /// reads, and for changes that carry an idempotency key: a retry of an applied change is
+    /// answered with its first outcome, never applied twice.
+    pub async fn call_retrying<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        request: &Req,
+        budget: Duration,
+    ) -> Result<Resp, ApiError> {
+        let deadline = tokio::time::Instant::now() + budget;
+        let backoff =
+            mycosynth_subscriber::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut attempt = 0;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let once = ApiClient {
+                client: self.client.clone(),
+                timeout: self.timeout.min(left.max(Duration::from_millis(100))),
+            };
+            match once.call(endpoint, request).await {
+                Err(err)
+                    if err.kind == ErrorKind::Unavailable
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %err.message, "validator unavailable; retrying");
+                    let pause = backoff
+                        .delay(attempt)
+                        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Sends `request` to `endpoint` and decodes the reply.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,

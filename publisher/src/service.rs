@@ -35,7 +35,7 @@ pub struct ValidatorConfig {
     pub http_addr: Option<SocketAddr>,
     /// Refuse changes to namespaces without a schema.
     pub require_schema: bool,
-    /// Replicas for buckets created by this validator.
+    /// Replicas for buckets created by this validator (0: 3 on a cluster of 3 or more, else 1).
     pub replicas: usize,
 }
 
@@ -77,13 +77,13 @@ pub async fn run(
             url: config.nats_url.clone(),
             message,
         })?;
-    let store = Store::open(
-        client.clone(),
-        BucketOptions {
-            replicas: config.replicas,
-        },
-    )
-    .await?;
+    let replicas = match config.replicas {
+        // Auto: three replicas when the server is part of a cluster of three or more.
+        0 if client.server_info().connect_urls.len() >= 3 => 3,
+        0 => 1,
+        n => n,
+    };
+    let store = open_store(&client, BucketOptions { replicas }).await?;
     let validator = Arc::new(Validator {
         store,
         require_schema: config.require_schema,
@@ -163,6 +163,34 @@ pub async fn run(
     Ok(())
 }
 
+/// Opens the buckets, retrying for a while: a validator started together with its cluster may
+/// come up before JetStream has elected a leader.
+async fn open_store(
+    client: &async_nats::Client,
+    options: BucketOptions,
+) -> Result<Store, StoreError> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let backoff = mycosynth_subscriber::Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(2),
+    );
+    let mut attempt = 0;
+    loop {
+        match Store::open(client.clone(), options).await {
+            Ok(store) => {
+                tracing::info!(replicas = options.replicas, "config buckets open");
+                return Ok(store);
+            }
+            Err(err) if Instant::now() >= deadline => return Err(err),
+            Err(err) => {
+                attempt += 1;
+                tracing::warn!(error = %err, attempt, "config store not ready; retrying");
+                tokio::time::sleep(backoff.delay(attempt)).await;
+            }
+        }
+    }
+}
+
 /// A failed request, before it is written as a reply.
 type Failure = ApiError;
 
@@ -216,6 +244,7 @@ struct Attribution {
     reason: String,
     source: ChangeSource,
     git_commit: Option<String>,
+    request_id: Option<String>,
 }
 
 /// The cached state of one namespace/environment, behind the lock that serializes its commits.
@@ -301,6 +330,7 @@ impl Validator {
             reason: request.reason,
             source: request.source,
             git_commit: request.git_commit,
+            request_id: request.request_id,
         };
         let intent = Intent::Changes {
             changes: request.changes,
@@ -359,6 +389,7 @@ impl Validator {
             reason,
             source: ChangeSource::Rollback,
             git_commit: None,
+            request_id: request.request_id,
         };
         self.commit(
             &ns,
@@ -382,8 +413,14 @@ impl Validator {
     ) -> Result<ChangeOutcome, Failure> {
         let span = tracing::info_span!("commit", namespace = %ns, environment = %env, author = %attribution.author);
         let _enter = span.enter();
+        if let Some(id) = &attribution.request_id {
+            wire::check_request_id(id).map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
+        }
         let slot = self.slot(ns, env);
         let mut cached = slot.lock().await;
+        if let Some(outcome) = self.replay(ns, env, &attribution, dry_run).await? {
+            return Ok(outcome);
+        }
         let mut fresh = false;
         for attempt in 1..=MAX_COMMIT_ATTEMPTS {
             let state = match cached.take() {
@@ -444,6 +481,7 @@ impl Validator {
                     committed: false,
                     change_id: None,
                     diff: plan.diff,
+                    replayed: false,
                 });
             }
 
@@ -487,6 +525,7 @@ impl Validator {
                     values: values.clone(),
                     history,
                     head,
+                    request_id: attribution.request_id.as_deref(),
                 })
                 .await;
             match committed {
@@ -513,9 +552,15 @@ impl Validator {
                         committed: true,
                         change_id: Some(meta.change_id),
                         diff: plan.diff,
+                        replayed: false,
                     });
                 }
                 Err(StoreError::Conflict) => {
+                    // Either this very request was applied already (a retry whose first reply
+                    // was lost), or another change set won the race.
+                    if let Some(outcome) = self.replay(ns, env, &attribution, dry_run).await? {
+                        return Ok(outcome);
+                    }
                     // Another validator committed first: reload and validate again.
                     metrics::counter!("mycosynth_validator_commit_conflicts_total").increment(1);
                     tracing::debug!(attempt, "lost a commit race; reloading");
@@ -533,6 +578,40 @@ impl Validator {
             ErrorKind::Unavailable,
             format!("{ns}/{env} is changing too fast; try again"),
         ))
+    }
+
+    /// The first outcome of an idempotency key that was already applied, if any.
+    async fn replay(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        attribution: &Attribution,
+        dry_run: bool,
+    ) -> Result<Option<ChangeOutcome>, Failure> {
+        let Some(id) = attribution.request_id.as_deref().filter(|_| !dry_run) else {
+            return Ok(None);
+        };
+        let applied = self
+            .store
+            .applied_request(ns, env, id)
+            .await
+            .map_err(from_store)?;
+        Ok(applied.map(|record| {
+            metrics::counter!("mycosynth_validator_replayed_requests_total").increment(1);
+            tracing::info!(
+                request_id = id,
+                version = record.version,
+                "request already applied; replaying its outcome"
+            );
+            ChangeOutcome {
+                version: record.version,
+                previous_version: record.version.saturating_sub(1),
+                committed: true,
+                change_id: Some(record.change_id),
+                diff: Vec::new(),
+                replayed: true,
+            }
+        }))
     }
 
     async fn publish_event(
@@ -722,6 +801,7 @@ fn new_meta(attribution: &Attribution) -> ChangeMeta {
         reason: attribution.reason.clone(),
         source: attribution.source,
         git_commit: attribution.git_commit.clone(),
+        request_id: attribution.request_id.clone(),
     }
 }
 
@@ -779,6 +859,7 @@ mod tests {
                 reason: String::new(),
                 source: ChangeSource::Cli,
                 git_commit: None,
+                request_id: None,
             },
             changes,
         }

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use mycosynth_subscriber::kv_scan::{scan, ScanError};
 use mycosynth_subscriber::wire::{
     classify_state_key, head_key, heads_filter, history_filter, history_key, kv_stream, kv_subject,
-    state_filter, value_key, ChangeSetRecord, Environment, HeadRecord, KeyChange, Namespace,
-    SchemaRecord, StateEntry, ValueRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
+    request_key, state_filter, value_key, ChangeSetRecord, Environment, HeadRecord, KeyChange,
+    Namespace, RequestRecord, SchemaRecord, StateEntry, ValueRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
 };
 
 /// Why a store operation failed.
@@ -85,6 +85,9 @@ pub struct Commit<'a> {
     pub history: ChangeSetRecord,
     /// The new head.
     pub head: HeadRecord,
+    /// The client's idempotency key: recorded in the same batch, with a compare-and-set that
+    /// fails the whole batch if the key was already applied.
+    pub request_id: Option<&'a str>,
 }
 
 /// Handle on the buckets.
@@ -94,6 +97,8 @@ pub struct Store {
     js: jetstream::Context,
     /// The schema bucket, read by direct get (one round trip) on every change request.
     schemas: kv::Store,
+    /// The config bucket, for direct gets of single keys (idempotency records).
+    config: kv::Store,
     read_timeout: Duration,
 }
 
@@ -105,6 +110,8 @@ pub struct BucketOptions {
 }
 
 const KV_HISTORY: i64 = 10;
+/// How long a commit waits for JetStream's acknowledgement.
+const COMMIT_ACK_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Largest stored message: a value of up to 1 MiB plus its metadata, or a history record of a
 /// change set. The server's `max_payload` must be at least this (see `nats/`).
 const MAX_MESSAGE_BYTES: i32 = 8 * 1024 * 1024;
@@ -115,7 +122,13 @@ impl Store {
         client: async_nats::Client,
         options: BucketOptions,
     ) -> Result<Store, StoreError> {
-        let js = jetstream::new(client.clone());
+        // Short acks: when a stream leader dies mid-commit, answer "unavailable" (the client
+        // retries with its idempotency key) instead of holding the namespace's commit lock
+        // through a long timeout while a new leader is already elected.
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .ack_timeout(COMMIT_ACK_TIMEOUT)
+            .build(client.clone());
         ensure_bucket(
             &js,
             CONFIG_BUCKET,
@@ -136,10 +149,15 @@ impl Store {
             .get_key_value(SCHEMA_BUCKET)
             .await
             .map_err(|e| StoreError::Unavailable(format!("bucket {SCHEMA_BUCKET}: {e}")))?;
+        let config = js
+            .get_key_value(CONFIG_BUCKET)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("bucket {CONFIG_BUCKET}: {e}")))?;
         Ok(Store {
             client,
             js,
             schemas,
+            config,
             read_timeout: Duration::from_secs(10),
         })
     }
@@ -204,6 +222,27 @@ impl Store {
             false,
         ));
 
+        // The idempotency record must not exist yet: expected last subject sequence 0.
+        let request = match commit.request_id {
+            Some(id) => {
+                let record = RequestRecord {
+                    version: commit.head.version,
+                    change_id: commit.head.meta.change_id.clone(),
+                };
+                Some((
+                    kv_subject(CONFIG_BUCKET, &request_key(ns, env, id)),
+                    to_json(&record)?,
+                ))
+            }
+            None => None,
+        };
+        let head = messages.pop();
+        if let Some((subject, payload)) = request {
+            messages.push((subject, payload, false));
+        }
+        let request_at = commit.request_id.map(|_| messages.len());
+        messages.extend(head);
+
         let batch_id = nuid::next().to_string();
         let last = messages.len();
         for (index, (subject, payload, deleted)) in messages.into_iter().enumerate() {
@@ -213,6 +252,9 @@ impl Store {
             headers.insert(header::NATS_BATCH_SEQUENCE, sequence.to_string().as_str());
             if deleted {
                 headers.insert("KV-Operation", "DEL");
+            }
+            if Some(sequence) == request_at {
+                headers.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
             }
             if sequence < last {
                 self.client
@@ -242,6 +284,24 @@ impl Store {
             return Ok(ack.sequence);
         }
         Err(StoreError::Refused("empty commit".into()))
+    }
+
+    /// The record of an applied idempotency key, if that request was applied.
+    pub async fn applied_request(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        request_id: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let key = request_key(ns, env, request_id);
+        let entry = tokio::time::timeout(self.read_timeout, self.config.get(&key))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("reading {key} timed out")))?
+            .map_err(|e| StoreError::Unavailable(format!("reading {key}: {e}")))?;
+        match entry {
+            Some(payload) => Ok(Some(parse(&key, &payload)?)),
+            None => Ok(None),
+        }
     }
 
     /// Every change set of `ns`/`env`, oldest first.

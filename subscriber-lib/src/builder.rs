@@ -327,6 +327,7 @@ impl SubscriberBuilder {
             counters: Counters::default(),
             resync_requests: resync_tx,
             health,
+            client: client.clone(),
         });
         let (cache, cache_task) = match cache_writer {
             Some((tx, task)) => (Some(tx), Some(task)),

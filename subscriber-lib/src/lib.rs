@@ -391,6 +391,9 @@ impl Subscriber {
     /// # }
     /// ```
     pub fn status(&self) -> Status {
-        self.shared.health.status(self.version())
+        let server = self.shared.client.server_info().server_name;
+        self.shared
+            .health
+            .status(self.version(), (!server.is_empty()).then_some(server))
     }
 }

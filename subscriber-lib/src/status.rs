@@ -43,6 +43,8 @@ pub struct Status {
     pub last_confirmed: Option<SystemTime>,
     /// Time since `last_confirmed` (or since start, if never).
     pub staleness: Duration,
+    /// The name of the NATS server the subscriber is (or was last) connected to.
+    pub server: Option<String>,
 }
 
 /// The atomics behind [`Status`], updated by the connection callback and the updater.
@@ -103,7 +105,7 @@ impl Health {
         Duration::from_micros(u64::try_from(now_us() - since).unwrap_or(0))
     }
 
-    pub fn status(&self, version: u64) -> Status {
+    pub fn status(&self, version: u64, server: Option<String>) -> Status {
         let time = |us: i64| UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0));
         let optional = |us: i64| (us > 0).then(|| time(us));
         Status {
@@ -118,6 +120,7 @@ impl Health {
             last_update: optional(self.last_update_us.load(Ordering::SeqCst)),
             last_confirmed: optional(self.confirmed_us.load(Ordering::SeqCst)),
             staleness: self.staleness(),
+            server,
         }
     }
 }

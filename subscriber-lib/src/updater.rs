@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub resync_requests: mpsc::Sender<()>,
     pub health: Arc<Health>,
+    /// The connection, for reporting which server it is on.
+    pub client: async_nats::Client,
 }
 
 /// Timing options of the updater.

@@ -168,27 +168,36 @@ impl NatsServer {
     }
 
     fn start_with(jetstream_extra: &str) -> NatsServer {
-        let store = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let config = store.path().join("nats.conf");
-        let jetstream_dir = store.path().join("jetstream");
-        std::fs::write(
-            &config,
+        NatsServer::start_config(port, |store| {
             format!(
                 "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: {:?}\n{jetstream_extra} }}\n",
-                jetstream_dir.display().to_string()
-            ),
-        )
-        .expect("write config");
+                store.join("jetstream").display().to_string()
+            )
+        })
+    }
+
+    /// Starts a server on `port` with the config text `config(store_dir)`.
+    fn start_config(port: u16, config: impl FnOnce(&Path) -> String) -> NatsServer {
+        let store = tempfile::tempdir().expect("temp dir");
+        let path = store.path().join("nats.conf");
+        std::fs::write(&path, config(store.path())).expect("write config");
         let mut server = NatsServer {
             child: None,
             port,
             store,
-            config,
+            config: path,
             log: None,
         };
         server.launch();
         server
+    }
+
+    /// Waits until the server's log has a line containing `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.log
+            .as_ref()
+            .is_some_and(|log| log.wait_for(0, timeout, |l| l.contains(needle)).is_some())
     }
 
     fn launch(&mut self) {
@@ -250,6 +259,62 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A JetStream cluster of real nats-server processes on loopback (server names `n1`, `n2`, ...).
+pub struct NatsCluster {
+    /// The nodes, `n1` first.
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes routed to each other (with `sync_interval: always`) and waits until
+    /// JetStream has elected a metadata leader.
+    pub fn start(size: usize) -> NatsCluster {
+        let client_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes: Vec<String> = route_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let nodes: Vec<NatsServer> = (0..size)
+            .map(|i| {
+                let (port, route_port, routes) = (client_ports[i], route_ports[i], routes.join(", "));
+                NatsServer::start_config(port, move |store| {
+                    format!(
+                        "server_name: n{}\nlisten: 127.0.0.1:{port}\nmax_payload: 8MB\n\
+                         jetstream {{ store_dir: {:?}, sync_interval: always }}\n\
+                         cluster {{ name: mycosynth-test, listen: 127.0.0.1:{route_port}, routes: [{routes}] }}\n",
+                        i + 1,
+                        store.join("jetstream").display().to_string()
+                    )
+                })
+            })
+            .collect();
+        let cluster = NatsCluster { nodes };
+        let leader = cluster
+            .nodes
+            .iter()
+            .any(|n| n.wait_log("metadata leader", Duration::from_secs(30)));
+        assert!(leader, "the cluster elected no JetStream leader");
+        cluster
+    }
+
+    /// Every node's URL, comma-separated (what clients are given).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node whose server name is `name` (`n1`, `n2`, ...).
+    pub fn node_index(name: &str) -> Option<usize> {
+        name.strip_prefix('n')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
     }
 }
 

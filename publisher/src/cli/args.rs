@@ -171,8 +171,9 @@ pub struct ServeArgs {
     /// Refuse changes to namespaces that have no schema.
     #[arg(long)]
     pub require_schema: bool,
-    /// Replicas of the buckets when this validator creates them (3 on a cluster).
-    #[arg(long, default_value_t = 1)]
+    /// Replicas of the buckets when this validator creates them (0: 3 when the server is in a
+    /// cluster of three or more, else 1).
+    #[arg(long, default_value_t = 0)]
     pub replicas: usize,
     /// Log as JSON lines.
     #[arg(long)]

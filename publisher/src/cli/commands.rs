@@ -56,7 +56,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             // Parse local input before connecting, so bad input fails fast and changes nothing.
             let request = build(command, &author)?;
             let api = ApiClient::connect(&cli.nats_url, timeout).await?;
-            send(&api, request, json).await
+            send(&api, request, timeout, json).await
         }
     }
 }
@@ -90,6 +90,8 @@ fn change_request(
         git_commit: None,
         dry_run: false,
         replace: false,
+        // One key per command invocation: the retries below reuse it.
+        request_id: Some(uuid::Uuid::now_v7().to_string()),
     }
 }
 
@@ -189,6 +191,7 @@ fn build(command: Command, author: &str) -> Result<Request, CliError> {
             author: author.to_owned(),
             reason: change.reason,
             dry_run,
+            request_id: Some(uuid::Uuid::now_v7().to_string()),
         }),
         Command::Schema(SchemaCommand::Push {
             namespace,
@@ -260,21 +263,32 @@ pub fn read_config_file(path: &Path) -> Result<BTreeMap<String, Value>, CliError
     }
 }
 
-async fn send(api: &ApiClient, request: Request, json: bool) -> Result<(), CliError> {
+/// Sends the request, retrying while the validator is unavailable for up to `budget` (changes
+/// carry an idempotency key, so a retry never applies twice).
+async fn send(
+    api: &ApiClient,
+    request: Request,
+    budget: Duration,
+    json: bool,
+) -> Result<(), CliError> {
     match request {
         Request::Change(request) => {
             let dry_run = request.dry_run;
-            let outcome: ChangeOutcome = api.call(endpoint::CHANGE, &request).await?;
+            let outcome: ChangeOutcome = api
+                .call_retrying(endpoint::CHANGE, &request, budget)
+                .await?;
             print_change(&outcome, dry_run, json);
         }
         Request::Rollback(request) => {
             let dry_run = request.dry_run;
-            let outcome: ChangeOutcome = api.call(endpoint::ROLLBACK, &request).await?;
+            let outcome: ChangeOutcome = api
+                .call_retrying(endpoint::ROLLBACK, &request, budget)
+                .await?;
             print_change(&outcome, dry_run, json);
         }
         Request::Get(request) => {
             let single = request.key.is_some();
-            let outcome: GetOutcome = api.call(endpoint::GET, &request).await?;
+            let outcome: GetOutcome = api.call_retrying(endpoint::GET, &request, budget).await?;
             if json {
                 print_json(&outcome);
             } else if single {
@@ -292,7 +306,9 @@ async fn send(api: &ApiClient, request: Request, json: bool) -> Result<(), CliEr
             }
         }
         Request::History(request) => {
-            let outcome: HistoryOutcome = api.call(endpoint::HISTORY, &request).await?;
+            let outcome: HistoryOutcome = api
+                .call_retrying(endpoint::HISTORY, &request, budget)
+                .await?;
             if json {
                 print_json(&outcome);
             }
@@ -319,7 +335,9 @@ async fn send(api: &ApiClient, request: Request, json: bool) -> Result<(), CliEr
             }
         }
         Request::SchemaPush(request) => {
-            let outcome: SchemaPushOutcome = api.call(endpoint::SCHEMA_PUSH, &request).await?;
+            let outcome: SchemaPushOutcome = api
+                .call_retrying(endpoint::SCHEMA_PUSH, &request, budget)
+                .await?;
             if json {
                 print_json(&outcome);
             } else {
@@ -333,7 +351,9 @@ async fn send(api: &ApiClient, request: Request, json: bool) -> Result<(), CliEr
             }
         }
         Request::SchemaGet(request) => {
-            let record: SchemaRecord = api.call(endpoint::SCHEMA_GET, &request).await?;
+            let record: SchemaRecord = api
+                .call_retrying(endpoint::SCHEMA_GET, &request, budget)
+                .await?;
             if json {
                 print_json(&record);
             } else {

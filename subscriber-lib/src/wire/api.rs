@@ -40,6 +40,10 @@ pub struct ChangeRequest {
     /// Keys absent from `changes` are deleted (the change set replaces the whole state).
     #[serde(default)]
     pub replace: bool,
+    /// Idempotency key: a retry with the same key (after a lost reply) is answered with the
+    /// first outcome and never applied twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Ask the validator to restore the state of an earlier version as a new version.
@@ -62,6 +66,9 @@ pub struct RollbackRequest {
     /// Compute the diff only.
     #[serde(default)]
     pub dry_run: bool,
+    /// Idempotency key, as for [`ChangeRequest::request_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Read current values (`key: None` for all of them).
@@ -200,6 +207,10 @@ pub struct ChangeOutcome {
     pub change_id: Option<String>,
     /// What changed (or would change, for a dry run).
     pub diff: Vec<DiffEntry>,
+    /// This request's idempotency key had already been applied: the outcome is the first one's
+    /// (its version and change id; the diff is not repeated).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 /// Current values of a namespace/environment.

@@ -8,6 +8,7 @@
 //! | `<namespace>.<env>.<key>`            | [`ValueRecord`](super::ValueRecord): value + who/when/why |
 //! | `<namespace>.<env>._meta.head`       | [`HeadRecord`](super::HeadRecord): the current version  |
 //! | `_history.<namespace>.<env>.<version>` | [`ChangeSetRecord`](super::ChangeSetRecord): one accepted change set |
+//! | `_requests.<namespace>.<env>.<request id>` | [`RequestRecord`](super::RequestRecord): an applied idempotency key |
 //!
 //! Schema bucket `mycosynth-schemas`: key `<namespace>` holds a
 //! [`SchemaRecord`](super::SchemaRecord).
@@ -48,6 +49,7 @@ pub mod endpoint {
 pub const META_SEGMENT: &str = "_meta";
 const HEAD_SUFFIX: &str = "_meta.head";
 const HISTORY_PREFIX: &str = "_history";
+const REQUESTS_PREFIX: &str = "_requests";
 
 /// KV key of a config value: `<namespace>.<env>.<key>`.
 pub fn value_key(ns: &Namespace, env: &Environment, key: &str) -> String {
@@ -62,6 +64,12 @@ pub fn head_key(ns: &Namespace, env: &Environment) -> String {
 /// KV key of the history record of one version.
 pub fn history_key(ns: &Namespace, env: &Environment, version: u64) -> String {
     format!("{HISTORY_PREFIX}.{ns}.{env}.{version}")
+}
+
+/// KV key recording that the change request with this idempotency key was applied (a retry
+/// with the same key is answered from it instead of being applied again).
+pub fn request_key(ns: &Namespace, env: &Environment, request_id: &str) -> String {
+    format!("{REQUESTS_PREFIX}.{ns}.{env}.{request_id}")
 }
 
 /// KV key filter matching every value and the head of a namespace/environment.

@@ -123,6 +123,7 @@ mod contract_tests {
             reason: "why".into(),
             source: ChangeSource::Cli,
             git_commit: None,
+            request_id: None,
         };
         let record = ValueRecord {
             value: serde_json::json!(50),

@@ -224,6 +224,31 @@ impl fmt::Display for ConfigKey {
     }
 }
 
+/// Checks a client's idempotency key: 1 to 64 letters, digits, `-` or `_` (it becomes a KV key
+/// token).
+///
+/// ```
+/// use mycosynth_subscriber::wire::check_request_id;
+/// assert!(check_request_id("01a2f3-retry_1").is_ok());
+/// assert!(check_request_id("a.b").is_err());
+/// ```
+pub fn check_request_id(id: &str) -> Result<(), NameError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError::BadCharacter {
+            what: "request id",
+            name: shorten(id),
+            rule: "use 1 to 64 letters, digits, '-' or '_'",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,18 @@ pub struct ChangeMeta {
     /// The git commit of the config files, when the change came from a git work tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_commit: Option<String>,
+    /// The client's idempotency key, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// KV value of `_requests.<namespace>.<env>.<request id>`: the version a request produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// The version the request committed.
+    pub version: u64,
+    /// The change set id it committed.
+    pub change_id: String,
 }
 
 /// KV value of `<namespace>.<env>.<key>`: the config value and the change that last set it.

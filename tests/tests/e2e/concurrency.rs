@@ -93,6 +93,7 @@ async fn two_validators_never_lose_or_interleave_change_sets() {
                 git_commit: None,
                 dry_run: false,
                 replace: false,
+                request_id: None,
             };
             api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
                 .await

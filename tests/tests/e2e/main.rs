@@ -8,9 +8,11 @@
 //! - `subscriber`: reconnect convergence and garbage on the event subject.
 //! - `service`: metrics, health and NATS service API discovery.
 //! - `resilience`: faults injected into real processes; last-known-good cache; backoff.
+//! - `ha`: a three-node cluster and two validators losing members under steady writes.
 
 mod change_path;
 mod concurrency;
+mod ha;
 mod resilience;
 mod rollback;
 mod service;
@@ -68,6 +70,7 @@ pub fn change_request(ns: &str, env: &str, pairs: &[(&str, serde_json::Value)]) 
         git_commit: None,
         dry_run: false,
         replace: false,
+        request_id: None,
     }
 }
 

@@ -583,6 +583,7 @@ async fn anti_entropy_catches_a_lost_final_event() {
         reason: String::new(),
         source: ChangeSource::Api,
         git_commit: None,
+        request_id: None,
     };
     let change = KeyChange {
         key: "i".into(),
@@ -593,6 +594,7 @@ async fn anti_entropy_catches_a_lost_final_event() {
             namespace: &ns,
             environment: &env,
             expected_head_revision: state.head_revision,
+            request_id: None,
             values: vec![(
                 "i".into(),
                 ValueRecord {
