@@ -21,7 +21,7 @@ struct Database {
 
 fn reads(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (_stack, config) = runtime.block_on(async {
+    let (_stack, config, quiet) = runtime.block_on(async {
         let stack = Stack::start().await;
         let api = ApiClient::connect(&stack.nats.url(), Duration::from_secs(10))
             .await
@@ -65,7 +65,13 @@ fn reads(c: &mut Criterion) {
             .connect()
             .await
             .expect("subscriber");
-        (stack, config)
+        let quiet = Subscriber::builder("bench", "prod")
+            .nats_url(stack.nats.url())
+            .receipts(false, Duration::from_secs(10))
+            .connect()
+            .await
+            .expect("subscriber");
+        (stack, config, quiet)
     });
 
     let mut group = c.benchmark_group("read");
@@ -80,6 +86,9 @@ fn reads(c: &mut Criterion) {
     });
     group.bench_function("get_section_struct", |b| {
         b.iter(|| black_box(config.get_section::<Database>(black_box("database"))))
+    });
+    group.bench_function("get_integer_receipts_off", |b| {
+        b.iter(|| black_box(quiet.get::<i64>(black_box("limits.rps"))))
     });
     let snapshot = config.snapshot();
     group.bench_function("held_snapshot_get_integer", |b| {

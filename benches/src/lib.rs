@@ -26,6 +26,7 @@ impl Stack {
             http_addr: None,
             require_schema: false,
             replicas: 1,
+            fleet: Default::default(),
         };
         tokio::spawn(async move {
             let shutdown = async {

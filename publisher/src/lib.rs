@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod fleet;
 pub mod http;
 pub mod schema;
 pub mod service;

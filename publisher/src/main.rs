@@ -26,6 +26,14 @@ async fn main() -> ExitCode {
                 http_addr: Some(args.http),
                 require_schema: args.require_schema,
                 replicas: args.replicas,
+                fleet: mycosynth::fleet::FleetOptions {
+                    stale_after: std::time::Duration::from_secs_f64(
+                        args.stale_after.clamp(0.1, 86_400.0),
+                    ),
+                    expire_after: std::time::Duration::from_secs_f64(
+                        args.instance_expiry.clamp(0.1, 86_400.0),
+                    ),
+                },
             };
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -15,13 +15,15 @@ use mycosynth_subscriber::wire::{
     self, api_subject, endpoint, event_subject, schema_subject, ApiError, ChangeEvent, ChangeMeta,
     ChangeOutcome, ChangeRequest, ChangeSetRecord, ChangeSource, Environment, ErrorKind,
     EventChange, GetOutcome, GetRequest, HeadRecord, HistoryOutcome, HistoryRequest, KeyChange,
-    Namespace, Reply, RollbackRequest, SchemaGetRequest, SchemaPushOutcome, SchemaPushRequest,
-    SchemaRecord, ValueRecord, Violation, EVENT_FORMAT, MAX_REQUEST_BYTES,
+    Namespace, Receipt, Reply, RollbackRequest, SchemaGetRequest, SchemaPushOutcome,
+    SchemaPushRequest, SchemaRecord, StatusOutcome, StatusRequest, ValueRecord, Violation,
+    EVENT_FORMAT, MAX_REQUEST_BYTES,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::fleet::{Fleet, FleetOptions};
 use crate::schema::Schema;
 use crate::store::{BucketOptions, Commit, State, Store, StoreError};
 use crate::validate;
@@ -37,6 +39,8 @@ pub struct ValidatorConfig {
     pub require_schema: bool,
     /// Replicas for buckets created by this validator (0: 3 on a cluster of 3 or more, else 1).
     pub replicas: usize,
+    /// When instances of the fleet view count as stale, and when they are forgotten.
+    pub fleet: FleetOptions,
 }
 
 /// Why the validator could not start or stopped.
@@ -87,6 +91,7 @@ pub async fn run(
     let validator = Arc::new(Validator {
         store,
         require_schema: config.require_schema,
+        fleet: Fleet::new(config.fleet),
         slots: Mutex::new(HashMap::new()),
         schemas: Mutex::new(HashMap::new()),
     });
@@ -121,6 +126,7 @@ pub async fn run(
         endpoint::HISTORY,
         endpoint::SCHEMA_PUSH,
         endpoint::SCHEMA_GET,
+        endpoint::STATUS,
     ] {
         let mut requests = group
             .endpoint(name)
@@ -145,6 +151,11 @@ pub async fn run(
             while inflight.join_next().await.is_some() {}
         });
     }
+    tasks.spawn(track_fleet(
+        Arc::clone(&validator),
+        client.clone(),
+        stop_rx.clone(),
+    ));
     tracing::info!(nats = %config.nats_url, http = ?http_addr, subject = %api_subject("*"), "validator serving");
     ready(http_addr);
 
@@ -252,6 +263,8 @@ type Slot = Arc<AsyncMutex<Option<State>>>;
 
 struct Validator {
     store: Store,
+    /// What subscriber instances reported.
+    fleet: Fleet,
     require_schema: bool,
     /// One slot per namespace/environment: serializes this instance's commits to it and caches
     /// its state between requests (another validator's commit shows up as a failed CAS).
@@ -273,6 +286,7 @@ impl Validator {
                 encode(self.schema_push(parse::<SchemaPushRequest>(&body)).await)
             }
             endpoint::SCHEMA_GET => encode(self.schema_get(parse::<SchemaGetRequest>(&body)).await),
+            endpoint::STATUS => encode(self.status(parse::<StatusRequest>(&body)).await),
             _ => encode::<()>(Err(failure(
                 ErrorKind::BadRequest,
                 format!("unknown endpoint {name}"),
@@ -744,6 +758,20 @@ impl Validator {
         })
     }
 
+    async fn status(
+        &self,
+        request: Result<StatusRequest, Failure>,
+    ) -> Result<StatusOutcome, Failure> {
+        let request = request?;
+        let (ns, env) =
+            validate::names(&request.namespace, &request.environment).map_err(invalid)?;
+        let head = self.store.head(&ns, &env).await.map_err(from_store)?;
+        let (version, committed) = head.map_or((0, 0), |h| (h.version, h.meta.time_us));
+        Ok(self
+            .fleet
+            .status(ns.as_str(), env.as_str(), version, committed, now_us()))
+    }
+
     async fn schema_get(
         &self,
         request: Result<SchemaGetRequest, Failure>,
@@ -757,6 +785,59 @@ impl Validator {
             .map_err(from_store)?
             .ok_or_else(|| failure(ErrorKind::NotFound, format!("namespace {ns} has no schema")))
     }
+}
+
+/// Listens to every receipt, and once a second expires silent instances and exports the fleet
+/// gauges of each namespace/environment.
+async fn track_fleet(
+    validator: Arc<Validator>,
+    client: async_nats::Client,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut receipts = match client.subscribe(wire::RECEIPTS_ALL).await {
+        Ok(subscription) => subscription,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot follow receipts; the fleet view stays empty");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let stopped = async move {
+        let mut stop = stop;
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            message = receipts.next() => {
+                let Some(message) = message else { break };
+                match serde_json::from_slice::<Receipt>(&message.payload) {
+                    Ok(receipt) => validator.fleet.record(receipt, now_us()),
+                    Err(err) => {
+                        metrics::counter!("mycosynth_fleet_malformed_receipts_total").increment(1);
+                        tracing::debug!(error = %err, "ignoring a malformed receipt");
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = now_us();
+                validator.fleet.expire(now);
+                for (ns, env) in validator.fleet.groups() {
+                    let (Ok(namespace), Ok(environment)) = (Namespace::new(&ns), Environment::new(&env)) else { continue };
+                    let Ok(head) = validator.store.head(&namespace, &environment).await else { continue };
+                    let (version, committed) = head.map_or((0, 0), |h| (h.version, h.meta.time_us));
+                    let status = validator.fleet.status(&ns, &env, version, committed, now);
+                    validator.fleet.export(&ns, &env, &status, now);
+                }
+            }
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
 /// The document at `version`, folded from the change sets 1..=version. Err(v): version v is

@@ -304,6 +304,23 @@ impl Store {
         }
     }
 
+    /// The version head of `ns`/`env` (None: nothing committed yet).
+    pub async fn head(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+    ) -> Result<Option<HeadRecord>, StoreError> {
+        let key = head_key(ns, env);
+        let entry = tokio::time::timeout(self.read_timeout, self.config.get(&key))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("reading {key} timed out")))?
+            .map_err(|e| StoreError::Unavailable(format!("reading {key}: {e}")))?;
+        match entry {
+            Some(payload) => Ok(Some(parse(&key, &payload)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Every change set of `ns`/`env`, oldest first.
     pub async fn history(
         &self,

@@ -11,10 +11,13 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::backoff::Backoff;
 use crate::cache::{self, CacheError};
+use crate::reporter::{spawn_reporter, Identity, ReportState};
 use crate::snapshot::{schema_defaults, Snapshot};
 use crate::status::{Health, Origin};
 use crate::updater::{Counters, Shared, Updater, UpdaterOptions};
-use crate::wire::{event_subject, schema_subject, Environment, Namespace};
+use crate::wire::{
+    event_subject, receipt_subject, schema_subject, Environment, Namespace, ReceiptKind,
+};
 use crate::{loader, Error, Lifetime, Subscriber};
 
 /// What `connect` does when NATS cannot be reached and there is no usable cache.
@@ -45,6 +48,10 @@ pub struct SubscriberBuilder {
     pub(crate) cache_dir: Option<PathBuf>,
     pub(crate) start_policy: StartPolicy,
     pub(crate) client_name: Option<String>,
+    pub(crate) receipts: bool,
+    pub(crate) heartbeat: Duration,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) validate: bool,
 }
 
 impl SubscriberBuilder {
@@ -61,6 +68,10 @@ impl SubscriberBuilder {
             cache_dir: None,
             start_policy: StartPolicy::FailFast,
             client_name: None,
+            receipts: true,
+            heartbeat: Duration::from_secs(10),
+            instance_id: None,
+            validate: false,
         }
     }
 
@@ -115,6 +126,28 @@ impl SubscriberBuilder {
     /// [`StartPolicy::FailFast`].
     pub fn start_policy(mut self, policy: StartPolicy) -> Self {
         self.start_policy = policy;
+        self
+    }
+
+    /// Report the version held to the fleet view (`mycosynth status`): a receipt at every
+    /// change and a heartbeat every `heartbeat`. On by default, every 10 s.
+    pub fn receipts(mut self, enabled: bool, heartbeat: Duration) -> Self {
+        self.receipts = enabled;
+        self.heartbeat = heartbeat.max(Duration::from_millis(100));
+        self
+    }
+
+    /// This instance's id in the fleet view (default: host, pid and a random part).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// Check every new snapshot against the namespace schema before serving it; a version that
+    /// fails is refused (the previous snapshot keeps being served) and reported to the fleet.
+    /// Needs the crate feature `validation`; without it this checks nothing.
+    pub fn validate_against_schema(mut self, enabled: bool) -> Self {
+        self.validate = enabled;
         self
     }
 
@@ -333,12 +366,43 @@ impl SubscriberBuilder {
             Some((tx, task)) => (Some(tx), Some(task)),
             None => (None, None),
         };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (reports, reporter_task) = if self.receipts {
+            let current = shared.snapshot.load();
+            let (tx, rx) = watch::channel(ReportState {
+                version: current.version(),
+                applied_at_us: 0,
+                committed_at_us: current.committed_at_us(),
+                kind: ReceiptKind::Heartbeat,
+                rejected: None,
+            });
+            let identity = Identity::new(
+                shared.namespace.as_str(),
+                shared.environment.as_str(),
+                self.instance_id.clone(),
+            );
+            let task = spawn_reporter(
+                client.clone(),
+                receipt_subject(&shared.namespace, &shared.environment),
+                identity,
+                self.heartbeat,
+                Arc::clone(&shared.health),
+                rx,
+                shutdown_rx.clone(),
+            );
+            (Some(tx), Some(task))
+        } else {
+            (None, None)
+        };
         let updater = Updater {
             shared: Arc::clone(&shared),
             js: async_nats::jetstream::new(client.clone()),
             client,
             kv: None,
             cache,
+            reports,
+            validate: self.validate,
+            schema_check: None,
             events,
             schema_changes,
             resync_requests: resync_rx,
@@ -352,13 +416,18 @@ impl SubscriberBuilder {
             gap_since: None,
             retry: None,
         };
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(updater.run(shutdown_rx));
         Ok(Subscriber {
             shared,
             lifetime: Arc::new(Lifetime {
                 shutdown: shutdown_tx,
-                tasks: Mutex::new(vec![task].into_iter().chain(cache_task).collect()),
+                tasks: Mutex::new(
+                    vec![task]
+                        .into_iter()
+                        .chain(cache_task)
+                        .chain(reporter_task)
+                        .collect(),
+                ),
             }),
         })
     }
@@ -388,7 +457,11 @@ impl SubscriberBuilder {
     ) -> Result<Snapshot, Error> {
         let js = async_nats::jetstream::new(client.clone());
         let state = loader::load_state(&js, ns, env, self.load_timeout).await?;
-        let defaults = loader::load_defaults(&js, ns, self.load_timeout).await?;
+        let defaults = loader::defaults_of(
+            loader::load_schema(&js, ns, self.load_timeout)
+                .await?
+                .as_ref(),
+        );
         Ok(Snapshot::new(
             state.version,
             state.values,

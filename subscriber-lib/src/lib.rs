@@ -30,6 +30,15 @@
 //! - **Resolution order** of every read: stored value, then the schema's `default`, then the
 //!   caller's default (`get_or`), then [`GetError::Missing`] naming the key.
 //!
+//! ## Fleet receipts and client-side validation
+//! - Each instance reports the version it holds on `mycosynth.receipts.<env>.<namespace>` at every
+//!   change and as a heartbeat ([`SubscriberBuilder::receipts`], on by default every 10 s), from
+//!   its own task, so reporting never delays reads or updates. `mycosynth status` shows them.
+//! - With the feature `validation` and [`SubscriberBuilder::validate_against_schema`], each new
+//!   snapshot is checked against the namespace schema before it is served; a version that breaks
+//!   it is refused (the previous snapshot stays), logged, counted
+//!   (`mycosynth_subscriber_rejected_versions_total`) and reported as rejected.
+//!
 //! ## When NATS is down
 //! - **Reads never fail because of NATS.** They are served from the last snapshot, however long
 //!   the outage; [`Subscriber::status`] tells how stale it is.
@@ -57,8 +66,10 @@
 mod backoff;
 mod builder;
 pub mod cache;
+mod check;
 pub mod kv_scan;
 mod loader;
+mod reporter;
 mod snapshot;
 mod status;
 mod updater;

@@ -67,25 +67,30 @@ fn skip_damaged(key: &str, err: &serde_json::Error) {
     tracing::warn!(kv_key = key, error = %err, "skipping a KV record that is not valid Mycosynth JSON");
 }
 
-/// Reads the defaults of `ns`'s schema; no schema means no defaults.
-pub(crate) async fn load_defaults(
+/// Reads `ns`'s schema; None when there is none (or it is damaged, which is logged).
+pub(crate) async fn load_schema(
     js: &jetstream::Context,
     ns: &Namespace,
     deadline: Duration,
-) -> Result<FastMap<Value>, ScanError> {
+) -> Result<Option<Value>, ScanError> {
     let entries = match scan(js, SCHEMA_BUCKET, ns.as_str(), deadline).await {
         Ok(entries) => entries,
-        Err(ScanError::NoBucket(_)) => return Ok(FastMap::default()),
+        Err(ScanError::NoBucket(_)) => return Ok(None),
         Err(err) => return Err(err),
     };
     let Some(entry) = entries.into_iter().rfind(|e| !e.deleted) else {
-        return Ok(FastMap::default());
+        return Ok(None);
     };
     match serde_json::from_slice::<SchemaRecord>(&entry.payload) {
-        Ok(record) => Ok(schema_defaults(&record.schema)),
+        Ok(record) => Ok(Some(record.schema)),
         Err(err) => {
             skip_damaged(&entry.key, &err);
-            Ok(FastMap::default())
+            Ok(None)
         }
     }
+}
+
+/// The per-key defaults of a schema (none without one).
+pub(crate) fn defaults_of(schema: Option<&Value>) -> FastMap<Value> {
+    schema.map(schema_defaults).unwrap_or_default()
 }

@@ -14,10 +14,15 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::backoff::Backoff;
-use crate::loader::{load_defaults, load_state};
+use crate::check::SchemaCheck;
+use crate::loader::{defaults_of, load_schema, load_state};
+use crate::reporter::ReportState;
 use crate::snapshot::Snapshot;
 use crate::status::Health;
-use crate::wire::{head_key, ChangeEvent, Environment, HeadRecord, Namespace, CONFIG_BUCKET};
+use crate::wire::{
+    head_key, ChangeEvent, Environment, HeadRecord, Namespace, ReceiptKind, Rejection,
+    CONFIG_BUCKET,
+};
 
 /// What caused a change notice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +97,12 @@ pub(crate) struct Updater {
     pub kv: Option<jetstream::kv::Store>,
     /// Where to hand each new snapshot for the last-known-good cache writer.
     pub cache: Option<watch::Sender<Arc<Snapshot>>>,
+    /// Where to hand what the fleet receipts report.
+    pub reports: Option<watch::Sender<ReportState>>,
+    /// Check each new snapshot against the namespace schema before serving it.
+    pub validate: bool,
+    /// The compiled schema for that check (None: no schema, or not loaded yet).
+    pub schema_check: Option<Arc<SchemaCheck>>,
     pub events: async_nats::Subscriber,
     pub schema_changes: async_nats::Subscriber,
     pub resync_requests: mpsc::Receiver<()>,
@@ -123,6 +134,11 @@ impl Updater {
         anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         anti_entropy.reset();
         let mut gauges = tokio::time::interval(Duration::from_secs(1));
+        if self.validate
+            && self.client.connection_state() == async_nats::connection::State::Connected
+        {
+            self.reload_defaults().await;
+        }
         loop {
             let gap_deadline = self.gap_since.map(|since| since + self.options.gap_timeout);
             let retry_at = self.retry.map(|(at, _)| at);
@@ -164,6 +180,7 @@ impl Updater {
                     %reason,
                     "ignoring a malformed change event"
                 );
+                self.report_rejection(0, format!("malformed change event: {reason}"));
                 return;
             }
         };
@@ -245,6 +262,10 @@ impl Updater {
             current.defaults().clone(),
             event.committed_at_us,
         );
+        if let Err(reason) = self.check(&next) {
+            self.reject(event.version, reason);
+            return;
+        }
         self.publish(
             next,
             ChangeNotice {
@@ -263,6 +284,33 @@ impl Updater {
         metrics::counter!("mycosynth_subscriber_updates_applied_total").increment(1);
     }
 
+    /// Client-side validation of a snapshot about to be served.
+    fn check(&self, next: &Snapshot) -> Result<(), String> {
+        match (&self.schema_check, self.validate) {
+            (Some(check), true) => check.check(next),
+            _ => Ok(()),
+        }
+    }
+
+    /// Keeps serving the current snapshot, and says so in logs, metrics and receipts. Buffered
+    /// events that would build on the refused version are dropped.
+    fn reject(&mut self, version: u64, reason: String) {
+        metrics::counter!("mycosynth_subscriber_rejected_versions_total").increment(1);
+        tracing::warn!(namespace = %self.shared.namespace, environment = %self.shared.environment, version, %reason, "refusing a version that breaks the namespace schema; serving the last good snapshot");
+        self.pending.clear();
+        self.gap_since = None;
+        self.report_rejection(version, reason);
+    }
+
+    fn report_rejection(&self, version: u64, reason: String) {
+        if let Some(reports) = &self.reports {
+            reports.send_modify(|state| {
+                state.kind = ReceiptKind::Rejected;
+                state.rejected = Some(Rejection { version, reason });
+            });
+        }
+    }
+
     fn publish(&self, next: Snapshot, mut notice: ChangeNotice) {
         let version = next.version();
         let next = Arc::new(next);
@@ -273,6 +321,21 @@ impl Updater {
             cache.send_replace(next);
         }
         notice.applied_at_us = now_us();
+        if let Some(reports) = &self.reports {
+            reports.send_modify(|state| {
+                state.version = version;
+                state.applied_at_us = notice.applied_at_us;
+                state.committed_at_us = notice.committed_at_us;
+                state.kind = ReceiptKind::Applied;
+                if state
+                    .rejected
+                    .as_ref()
+                    .is_some_and(|r| r.version <= version)
+                {
+                    state.rejected = None;
+                }
+            });
+        }
         if notice.committed_at_us > 0 {
             let delay = (notice.applied_at_us - notice.committed_at_us).max(0) as f64 / 1e6;
             metrics::histogram!("mycosynth_subscriber_apply_delay_seconds").record(delay);
@@ -307,6 +370,9 @@ impl Updater {
             // wait out its request timeout.
             self.retry = None;
             return;
+        }
+        if self.validate && self.schema_check.is_none() {
+            self.reload_defaults().await;
         }
         let started = Instant::now();
         let loaded = load_state(
@@ -343,6 +409,10 @@ impl Updater {
                 current.defaults().clone(),
                 loaded.committed_at_us,
             );
+            if let Err(reason) = self.check(&next) {
+                self.reject(loaded.version, reason);
+                return;
+            }
             tracing::info!(namespace = %shared.namespace, environment = %shared.environment, from = current.version(), to = loaded.version, why, took_ms = started.elapsed().as_millis() as u64, "resynced from KV");
             self.publish(
                 next,
@@ -403,11 +473,15 @@ impl Updater {
     }
 
     async fn reload_defaults(&mut self) {
-        match load_defaults(&self.js, &self.shared.namespace, self.options.load_timeout).await {
-            Ok(defaults) => {
+        match load_schema(&self.js, &self.shared.namespace, self.options.load_timeout).await {
+            Ok(schema) => {
+                if self.validate {
+                    self.schema_check =
+                        schema.as_ref().and_then(SchemaCheck::compile).map(Arc::new);
+                }
                 let current = self.shared.snapshot.load_full();
                 let mut next = (*current).clone();
-                next.set_defaults(Arc::new(defaults));
+                next.set_defaults(Arc::new(defaults_of(schema.as_ref())));
                 let next = Arc::new(next);
                 self.shared.snapshot.store(Arc::clone(&next));
                 if let Some(cache) = &self.cache {
@@ -415,7 +489,7 @@ impl Updater {
                 }
             }
             Err(err) => {
-                tracing::warn!(namespace = %self.shared.namespace, error = %err, "could not reload schema defaults")
+                tracing::warn!(namespace = %self.shared.namespace, error = %err, "could not reload the schema")
             }
         }
     }

@@ -128,6 +128,20 @@ pub enum Command {
         /// Keep a last-known-good cache here, and start from it when NATS is down.
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Seconds between heartbeat receipts to the fleet view.
+        #[arg(long, default_value_t = 10.0)]
+        heartbeat: f64,
+    },
+    /// Which instances of a namespace/environment hold which version.
+    Status {
+        /// Namespace.
+        namespace: String,
+        /// Environment.
+        env: String,
+        /// Wait until every live instance holds at least this version (up to --timeout);
+        /// exit code 9 if they do not.
+        #[arg(long)]
+        wait_version: Option<u64>,
     },
 }
 
@@ -178,4 +192,10 @@ pub struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// Seconds without a receipt after which an instance is listed as stale.
+    #[arg(long, default_value_t = 25.0)]
+    pub stale_after: f64,
+    /// Seconds without a receipt after which an instance leaves the fleet view.
+    #[arg(long, default_value_t = 60.0)]
+    pub instance_expiry: f64,
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use mycosynth_subscriber::wire::{
     endpoint, ChangeOutcome, ChangeRequest, ChangeSource, DiffEntry, GetOutcome, GetRequest,
-    HistoryOutcome, HistoryRequest, KeyChange, RollbackRequest, SchemaGetRequest,
-    SchemaPushOutcome, SchemaPushRequest, SchemaRecord, Violation,
+    HistoryOutcome, HistoryRequest, InstanceState, KeyChange, RollbackRequest, SchemaGetRequest,
+    SchemaPushOutcome, SchemaPushRequest, SchemaRecord, StatusOutcome, StatusRequest, Violation,
 };
 use mycosynth_subscriber::{NoticeCause, Subscriber};
 use serde_json::Value;
@@ -51,7 +51,29 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             namespace,
             env,
             cache_dir,
-        } => watch(&cli.nats_url, &namespace, &env, cache_dir, json).await,
+            heartbeat,
+        } => {
+            let heartbeat = Duration::from_secs_f64(heartbeat.clamp(0.1, 3600.0));
+            watch(&cli.nats_url, &namespace, &env, cache_dir, heartbeat, json).await
+        }
+        Command::Status {
+            namespace,
+            env,
+            wait_version,
+        } => {
+            let api = ApiClient::connect(&cli.nats_url, timeout).await?;
+            fleet_status(
+                &api,
+                StatusRequest {
+                    namespace,
+                    environment: env,
+                },
+                wait_version,
+                timeout,
+                json,
+            )
+            .await
+        }
         command => {
             // Parse local input before connecting, so bad input fails fast and changes nothing.
             let request = build(command, &author)?;
@@ -215,7 +237,7 @@ fn build(command: Command, author: &str) -> Result<Request, CliError> {
         Command::Schema(SchemaCommand::Get { namespace }) => {
             Request::SchemaGet(SchemaGetRequest { namespace })
         }
-        Command::Serve(_) | Command::Watch { .. } => {
+        Command::Serve(_) | Command::Watch { .. } | Command::Status { .. } => {
             return Err(CliError::Local(
                 exit::INTERNAL,
                 "not a request command".into(),
@@ -405,11 +427,14 @@ async fn watch(
     namespace: &str,
     env: &str,
     cache_dir: Option<std::path::PathBuf>,
+    heartbeat: Duration,
     json: bool,
 ) -> Result<(), CliError> {
     let mut builder = Subscriber::builder(namespace, env)
         .nats_url(nats_url)
-        .client_name("mycosynth-watch");
+        .client_name("mycosynth-watch")
+        .receipts(true, heartbeat)
+        .validate_against_schema(true);
     if let Some(dir) = cache_dir {
         builder = builder.cache_dir(dir);
     }
@@ -475,4 +500,84 @@ async fn watch(
             }
         }
     }
+}
+
+/// `mycosynth status`: the fleet table; with `wait_version`, polls until every live instance
+/// holds that version or `budget` passes.
+async fn fleet_status(
+    api: &ApiClient,
+    request: StatusRequest,
+    wait_version: Option<u64>,
+    budget: Duration,
+    json: bool,
+) -> Result<(), CliError> {
+    let deadline = tokio::time::Instant::now() + budget;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let status: StatusOutcome = api
+            .call_retrying(
+                endpoint::STATUS,
+                &request,
+                left.max(Duration::from_millis(100)),
+            )
+            .await?;
+        let converged =
+            wait_version.is_none_or(|v| status.instances.iter().all(|i| i.receipt.version >= v));
+        if converged || tokio::time::Instant::now() >= deadline {
+            print_fleet(&status, json);
+            return match wait_version {
+                Some(v) if !converged => {
+                    Err(CliError::Local(
+                        exit::NOT_CONVERGED,
+                        format!(
+                        "not converged: {} of {} live instances hold version {v} after {budget:?}",
+                        status.instances.iter().filter(|i| i.receipt.version >= v).count(),
+                        status.instances.len()
+                    ),
+                    ))
+                }
+                _ => Ok(()),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_fleet(status: &StatusOutcome, json: bool) {
+    if json {
+        print_json(status);
+        return;
+    }
+    println!(
+        "{:<36} {:<16} {:>8} {:>8}  {:<9} reason",
+        "instance", "host", "pid", "version", "state"
+    );
+    for i in &status.instances {
+        let state = match i.state {
+            InstanceState::Current => "current",
+            InstanceState::Behind => "behind",
+            InstanceState::Rejected => "rejected",
+            InstanceState::Stale => "stale",
+        };
+        let reason = i
+            .receipt
+            .rejected
+            .as_ref()
+            .map(|r| format!("refused v{}: {}", r.version, r.reason))
+            .unwrap_or_default();
+        println!(
+            "{:<36} {:<16} {:>8} {:>8}  {:<9} {reason}",
+            i.receipt.instance_id, i.receipt.host, i.receipt.pid, i.receipt.version, state
+        );
+    }
+    let converged = status
+        .convergence_ms
+        .map(|ms| format!("; converged {ms:.1} ms after commit"))
+        .unwrap_or_default();
+    println!(
+        "latest version {}: {}/{} live instances hold it{converged}",
+        status.latest_version,
+        status.holding_latest,
+        status.instances.len()
+    );
 }

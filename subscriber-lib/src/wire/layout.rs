@@ -43,6 +43,8 @@ pub mod endpoint {
     pub const SCHEMA_PUSH: &str = "schema-push";
     /// Read a namespace's schema.
     pub const SCHEMA_GET: &str = "schema-get";
+    /// Which instances hold which version.
+    pub const STATUS: &str = "status";
 }
 
 /// The reserved segment under which per-(namespace, environment) metadata is kept.
@@ -131,6 +133,15 @@ pub fn classify_state_key<'a>(
 pub fn event_subject(ns: &Namespace, env: &Environment) -> String {
     format!("mycosynth.events.{env}.{ns}")
 }
+
+/// Core NATS subject on which subscriber instances publish their
+/// [`Receipt`](super::Receipt)s: `mycosynth.receipts.<env>.<namespace>`.
+pub fn receipt_subject(ns: &Namespace, env: &Environment) -> String {
+    format!("mycosynth.receipts.{env}.{ns}")
+}
+
+/// Subject filter matching every receipt.
+pub const RECEIPTS_ALL: &str = "mycosynth.receipts.>";
 
 /// Core NATS subject on which the validator announces that a namespace's schema changed.
 pub fn schema_subject(ns: &Namespace) -> String {

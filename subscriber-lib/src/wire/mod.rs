@@ -7,12 +7,14 @@
 
 mod api;
 mod event;
+mod fleet;
 mod layout;
 mod names;
 mod records;
 
 pub use api::*;
 pub use event::*;
+pub use fleet::*;
 pub use layout::*;
 pub use names::*;
 pub use records::*;
@@ -57,6 +59,12 @@ mod contract_tests {
             "mycosynth.events.production.payment-service"
         );
         assert_eq!(schema_subject(&ns()), "mycosynth.schema.payment-service");
+        assert_eq!(
+            receipt_subject(&ns(), &env()),
+            "mycosynth.receipts.production.payment-service"
+        );
+        assert_eq!(RECEIPTS_ALL, "mycosynth.receipts.>");
+        assert_eq!(api_subject(endpoint::STATUS), "mycosynth.api.status");
         assert_eq!(api_subject(endpoint::CHANGE), "mycosynth.api.change");
         assert_eq!(
             classify_state_key(

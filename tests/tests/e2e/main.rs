@@ -9,9 +9,11 @@
 //! - `service`: metrics, health and NATS service API discovery.
 //! - `resilience`: faults injected into real processes; last-known-good cache; backoff.
 //! - `ha`: a three-node cluster and two validators losing members under steady writes.
+//! - `fleet`: receipts from subscriber processes, `mycosynth status`, stale and rejecting instances.
 
 mod change_path;
 mod concurrency;
+mod fleet;
 mod ha;
 mod resilience;
 mod rollback;
@@ -107,6 +109,102 @@ pub async fn set_keys_retrying(
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Commits `key = value` as the next version of `ns`/`env` exactly as the validator would, but
+/// without it: no validation, and a change event only if `publish_event` (as a rogue writer or a
+/// validator dying between commit and publish would). Returns the new version.
+pub async fn commit_bypassing_validator(
+    url: &str,
+    ns: &str,
+    env: &str,
+    key: &str,
+    value: serde_json::Value,
+    publish_event: bool,
+) -> u64 {
+    use mycosynth::store::{BucketOptions, Commit, Store};
+    use mycosynth_subscriber::wire::*;
+    let client = async_nats::connect(url).await.expect("connect");
+    let store = Store::open(client.clone(), BucketOptions { replicas: 1 })
+        .await
+        .expect("store");
+    let (namespace, environment) = (Namespace::new(ns).unwrap(), Environment::new(env).unwrap());
+    let state = store
+        .load_state(&namespace, &environment)
+        .await
+        .expect("state");
+    let version = state.version + 1;
+    let meta = ChangeMeta {
+        change_id: format!("bypass-{version}"),
+        author: "bypass".into(),
+        time: "2026-11-23T00:00:00Z".into(),
+        time_us: 1,
+        reason: String::new(),
+        source: ChangeSource::Api,
+        git_commit: None,
+        request_id: None,
+    };
+    let change = KeyChange {
+        key: key.into(),
+        value: Some(value.clone()),
+    };
+    store
+        .commit(&Commit {
+            namespace: &namespace,
+            environment: &environment,
+            expected_head_revision: state.head_revision,
+            request_id: None,
+            values: vec![(
+                key.into(),
+                ValueRecord {
+                    value: value.clone(),
+                    version,
+                    meta: meta.clone(),
+                },
+            )],
+            history: ChangeSetRecord {
+                namespace: ns.into(),
+                environment: env.into(),
+                version,
+                previous_version: version - 1,
+                meta: meta.clone(),
+                changes: vec![change],
+            },
+            head: HeadRecord {
+                version,
+                keys: state.values.len() as u64 + 1,
+                meta,
+            },
+        })
+        .await
+        .expect("commit");
+    if publish_event {
+        let event = ChangeEvent {
+            format: EVENT_FORMAT,
+            namespace: ns.into(),
+            environment: env.into(),
+            version,
+            previous_version: version - 1,
+            changes: vec![EventChange {
+                key: key.into(),
+                value_json: Some(value.to_string()),
+            }],
+            change_id: format!("bypass-{version}"),
+            author: "bypass".into(),
+            reason: String::new(),
+            source: "api".into(),
+            committed_at_us: 1,
+        };
+        client
+            .publish(
+                event_subject(&namespace, &environment),
+                event.encode().into(),
+            )
+            .await
+            .expect("publish");
+        client.flush().await.expect("flush");
+    }
+    version
 }
 
 pub fn schema_path() -> String {

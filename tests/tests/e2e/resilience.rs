@@ -3,12 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use mycosynth::store::{BucketOptions, Commit, Store};
 use mycosynth_subscriber::cache::{self, CacheError};
-use mycosynth_subscriber::wire::{
-    ChangeMeta, ChangeSetRecord, ChangeSource, Environment, HeadRecord, KeyChange, Namespace,
-    ValueRecord,
-};
+use mycosynth_subscriber::wire::{Environment, Namespace};
 use mycosynth_subscriber::{Error, Origin, StartPolicy, Subscriber};
 use mycosynth_testkit::{json, CliProcess, NatsServer, Validator};
 use serde_json::json;
@@ -564,61 +560,10 @@ async fn anti_entropy_catches_a_lost_final_event() {
     assert_eq!(config.version(), 5);
 
     // Commit version 6 exactly as the validator does, and publish no event.
-    let store = Store::open(
-        async_nats::connect(nats.url()).await.unwrap(),
-        BucketOptions { replicas: 1 },
-    )
-    .await
-    .unwrap();
-    let (ns, env) = (
-        Namespace::new("entropy").unwrap(),
-        Environment::new("prod").unwrap(),
-    );
-    let state = store.load_state(&ns, &env).await.unwrap();
-    let meta = ChangeMeta {
-        change_id: "lost-event".into(),
-        author: "test".into(),
-        time: "2026-11-23T00:00:00Z".into(),
-        time_us: 0,
-        reason: String::new(),
-        source: ChangeSource::Api,
-        git_commit: None,
-        request_id: None,
-    };
-    let change = KeyChange {
-        key: "i".into(),
-        value: Some(json!(99)),
-    };
-    store
-        .commit(&Commit {
-            namespace: &ns,
-            environment: &env,
-            expected_head_revision: state.head_revision,
-            request_id: None,
-            values: vec![(
-                "i".into(),
-                ValueRecord {
-                    value: json!(99),
-                    version: 6,
-                    meta: meta.clone(),
-                },
-            )],
-            history: ChangeSetRecord {
-                namespace: "entropy".into(),
-                environment: "prod".into(),
-                version: 6,
-                previous_version: 5,
-                meta: meta.clone(),
-                changes: vec![change],
-            },
-            head: HeadRecord {
-                version: 6,
-                keys: 1,
-                meta,
-            },
-        })
-        .await
-        .unwrap();
+    let version =
+        crate::commit_bypassing_validator(&nats.url(), "entropy", "prod", "i", json!(99), false)
+            .await;
+    assert_eq!(version, 6);
     let started = Instant::now();
     assert!(
         config.wait_for_version(6, interval * 3).await,

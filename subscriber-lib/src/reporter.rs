@@ -1,0 +1,110 @@
+//! Receipts: each instance tells the fleet which version it holds, at every change and as a
+//! heartbeat. A separate task publishes them; the updater only swaps the latest state into a
+//! watch channel, so reporting never delays reads or updates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::status::Health;
+use crate::updater::now_us;
+use crate::wire::{Receipt, ReceiptKind, Rejection};
+
+/// Who this instance is.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub namespace: String,
+    pub environment: String,
+    pub instance_id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at_us: i64,
+}
+
+impl Identity {
+    pub fn new(namespace: &str, environment: &str, instance_id: Option<String>) -> Identity {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "unknown".into());
+        let pid = std::process::id();
+        let instance_id = instance_id
+            .unwrap_or_else(|| format!("{host}-{pid}-{}", &nuid::next().to_string()[..8]));
+        Identity {
+            namespace: namespace.to_owned(),
+            environment: environment.to_owned(),
+            instance_id,
+            host,
+            pid,
+            started_at_us: now_us(),
+        }
+    }
+}
+
+/// The latest thing to report.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ReportState {
+    pub version: u64,
+    pub applied_at_us: i64,
+    pub committed_at_us: i64,
+    pub kind: ReceiptKind,
+    /// The last refused version, until a newer version is applied.
+    pub rejected: Option<Rejection>,
+}
+
+/// Publishes a receipt whenever the state changes and every `interval` otherwise.
+pub(crate) fn spawn_reporter(
+    client: async_nats::Client,
+    subject: String,
+    identity: Identity,
+    interval: Duration,
+    health: Arc<Health>,
+    mut state: watch::Receiver<ReportState>,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut heartbeat = tokio::time::interval(interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let kind = tokio::select! {
+                _ = shutdown.changed() => break,
+                changed = state.changed() => match changed {
+                    Ok(()) => None,
+                    Err(_) => break,
+                },
+                _ = heartbeat.tick() => Some(ReceiptKind::Heartbeat),
+            };
+            let current = state.borrow_and_update().clone();
+            let receipt = Receipt {
+                namespace: identity.namespace.clone(),
+                environment: identity.environment.clone(),
+                instance_id: identity.instance_id.clone(),
+                host: identity.host.clone(),
+                pid: identity.pid,
+                started_at_us: identity.started_at_us,
+                version: current.version,
+                applied_at_us: current.applied_at_us,
+                committed_at_us: current.committed_at_us,
+                connected: health.connected.load(std::sync::atomic::Ordering::Relaxed),
+                kind: kind.unwrap_or(current.kind),
+                rejected: current.rejected.clone(),
+                sent_at_us: now_us(),
+            };
+            if client.connection_state() != async_nats::connection::State::Connected {
+                continue; // Nobody would hear it; the next heartbeat after reconnecting will.
+            }
+            match serde_json::to_vec(&receipt) {
+                Ok(body) => {
+                    if let Err(err) = client.publish(subject.clone(), Bytes::from(body)).await {
+                        tracing::debug!(error = %err, "could not publish a receipt");
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "could not encode a receipt"),
+            }
+        }
+    })
+}
