@@ -1,44 +1,141 @@
-//! Change propagation, end to end: from the moment a client sends a change request to the
-//! validator until a subscriber's snapshot holds the new version, one change in flight at a
-//! time; beside it, in the same run, the floor: a raw KV put to a raw KV watch, and a core NATS
-//! publish to a subscriber. Prints a Markdown table and writes target/bench/report.json.
+//! End-to-end benchmarks, in one run, against real servers started here:
+//! - change propagation: from the moment a client sends a change request until the LAST of
+//!   N subscribers (each with its own NATS connection) holds it, N = 1, 100, 1,000;
+//! - the floor: raw KV put to KV watch (1 and 100 watchers) and core NATS publish to subscriber;
+//! - throughput of accepted change sets (one and two validators; one and 100 namespaces);
+//! - startup with 10,000 keys, from NATS and from the last-known-good cache;
+//! - resident memory of a subscriber holding 10,000 keys and of a validator under load.
+//!
+//! Latency figures keep one change in flight. Prints Markdown and writes
+//! target/bench/report.json.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
-use mycosynth_benches::{histogram, Stack, Summary};
+use mycosynth_benches::{histogram, Summary};
 use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, ChangeSource, KeyChange};
 use mycosynth_subscriber::Subscriber;
-use serde_json::json;
+use mycosynth_testkit::{NatsServer, Validator};
+use serde_json::{json, Value};
 
-const WARMUP: u64 = 200;
-const SAMPLES: u64 = 2000;
+const WARMUP: u64 = 100;
+
+fn request(ns: &str, pairs: Vec<(String, Value)>) -> ChangeRequest {
+    ChangeRequest {
+        namespace: ns.into(),
+        environment: "prod".into(),
+        changes: pairs
+            .into_iter()
+            .map(|(key, value)| KeyChange {
+                key,
+                value: Some(value),
+            })
+            .collect(),
+        expected_version: None,
+        author: "bench".into(),
+        reason: String::new(),
+        source: ChangeSource::Api,
+        git_commit: None,
+        dry_run: false,
+        replace: false,
+        request_id: None,
+    }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
 
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks harness=false benches to list; nothing to list.
     }
-    let stack = Stack::start().await;
-    let url = stack.nats.url();
-    let propagation = mycosynth_propagation(&url).await;
-    let kv = kv_floor(&url).await;
-    let core = core_floor(&url).await;
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let validator = Validator::start(&url, &[]);
+    let api = Arc::new(
+        ApiClient::connect(&url, Duration::from_secs(10))
+            .await
+            .expect("api"),
+    );
+
+    let mut rows = Vec::new();
+    let mut propagation = serde_json::Map::new();
+    for (subscribers, samples) in [(1usize, 2000u64), (100, 500), (1000, 200)] {
+        let summary = mycosynth_propagation(&api, &url, subscribers, samples).await;
+        rows.push(summary.row(&format!(
+            "mycosynth: request → last of {subscribers} subscribers"
+        )));
+        propagation.insert(subscribers.to_string(), json!(summary));
+    }
+    let mut floor = serde_json::Map::new();
+    for watchers in [1usize, 100] {
+        let summary = kv_floor(&url, watchers, 1000).await;
+        rows.push(summary.row(&format!(
+            "floor: raw KV put → last of {watchers} KV watchers"
+        )));
+        floor.insert(watchers.to_string(), json!(summary));
+    }
+    let core = core_floor(&url, 2000).await;
+    rows.push(core.row("floor: core NATS publish → subscriber"));
 
     println!("\n| path (µs) | p50 | p90 | p99 | p99.9 | max | n |\n|---|---|---|---|---|---|---|");
+    for row in &rows {
+        println!("{row}");
+    }
+
+    let throughput_one = throughput(&api, 1, Duration::from_secs(5)).await;
+    let throughput_many = throughput(&api, 100, Duration::from_secs(5)).await;
+    let validator_rss = rss_mb(validator.pid().unwrap_or(0));
+    let second = Validator::start(&url, &[]);
+    let throughput_two_one = throughput(&api, 1, Duration::from_secs(5)).await;
+    let throughput_two_many = throughput(&api, 100, Duration::from_secs(5)).await;
+    drop(second);
+    println!("\n| change sets per second | 1 namespace | 100 namespaces |\n|---|---|---|");
+    println!("| one validator | {throughput_one:.0} | {throughput_many:.0} |");
+    println!("| two validators | {throughput_two_one:.0} | {throughput_two_many:.0} |");
+
+    let (from_nats_ms, from_cache_ms, subscriber_rss) = startup(&api, &url).await;
+    println!("\n| startup with 10,000 keys | ms |\n|---|---|");
+    println!("| connect → first read, from NATS | {from_nats_ms:.1} |\n| connect → first read, from the cache | {from_cache_ms:.1} |");
+    println!("\n| resident memory | MB |\n|---|---|");
     println!(
-        "{}",
-        propagation.row("mycosynth: request → subscriber holds it")
+        "| subscribing process (`mycosynth watch`) holding 10,000 keys | {subscriber_rss:.1} |"
     );
-    println!("{}", kv.row("floor: raw KV put → KV watch"));
-    println!("{}", core.row("floor: core NATS publish → subscriber"));
+    println!("| validator process after the throughput runs | {validator_rss:.1} |");
+
+    let one = &propagation["1"];
+    let hundred = &propagation["100"];
+    let ratio = |a: &Value, b: &Value, q: &str| {
+        a[q].as_f64().unwrap_or(0.0) / b[q].as_f64().unwrap_or(1.0).max(0.001)
+    };
     let report = json!({
-        "propagation_us": {"1": propagation},
-        "floor_kv_watch_us": {"1": kv},
+        "propagation_us": propagation,
+        "floor_kv_watch_us": floor,
         "floor_core_pubsub_us": core,
-        "ratios": {"p50_vs_kv_floor": propagation.p50 / kv.p50, "p99_vs_kv_floor": propagation.p99 / kv.p99},
-        "note": "one change in flight; nats-server with default JetStream sync_interval",
+        "changes_per_s": {
+            "one_validator": {"one_namespace": throughput_one, "hundred_namespaces": throughput_many},
+            "two_validators": {"one_namespace": throughput_two_one, "hundred_namespaces": throughput_two_many},
+        },
+        "startup_ms": {"from_nats_10k_keys": from_nats_ms, "from_cache_10k_keys": from_cache_ms},
+        "rss_mb": {"subscriber_process_10k_keys": subscriber_rss, "validator_under_load": validator_rss},
+        "ratios": {
+            "1": {"p50_vs_kv_floor": ratio(one, &floor["1"], "p50"), "p99_vs_kv_floor": ratio(one, &floor["1"], "p99")},
+            "100": {"p50_vs_kv_floor": ratio(hundred, &floor["100"], "p50"), "p99_vs_kv_floor": ratio(hundred, &floor["100"], "p99")},
+        },
+        "etcd_watch_us": null,
+        "note": "one change in flight for latencies; nats-server default sync_interval; receipts off in the propagation subscribers; etcd not yet measured",
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let _ = std::fs::create_dir_all(&dir);
@@ -52,43 +149,40 @@ async fn main() {
     }
 }
 
-async fn mycosynth_propagation(url: &str) -> Summary {
-    let api = ApiClient::connect(url, Duration::from_secs(10))
+async fn mycosynth_propagation(api: &ApiClient, url: &str, count: usize, samples: u64) -> Summary {
+    let ns = format!("prop{count}");
+    let _: ChangeOutcome = api
+        .call(
+            endpoint::CHANGE,
+            &request(&ns, vec![("seed".into(), json!(0))]),
+        )
         .await
-        .expect("api");
-    let config = Subscriber::builder("bench", "prod")
-        .nats_url(url)
-        .connect()
-        .await
-        .expect("subscriber");
+        .expect("seed");
+    let mut subscribers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let builder = Subscriber::builder(ns.clone(), "prod")
+            .nats_url(url)
+            .receipts(false, Duration::from_secs(10));
+        subscribers.push(builder.connect().await.expect("subscriber"));
+    }
     let mut h = histogram();
-    for i in 0..WARMUP + SAMPLES {
-        let mut version = config.version_watch();
-        let target = config.version() + 1;
-        let request = ChangeRequest {
-            namespace: "bench".into(),
-            environment: "prod".into(),
-            changes: vec![KeyChange {
-                key: "http.timeout_ms".into(),
-                value: Some(json!(i)),
-            }],
-            expected_version: None,
-            author: "bench".into(),
-            reason: String::new(),
-            source: ChangeSource::Api,
-            git_commit: None,
-            dry_run: false,
-            replace: false,
-            request_id: None,
-        };
+    for i in 0..WARMUP + samples {
+        let target = subscribers[0].version() + 1;
+        let mut watches: Vec<_> = subscribers.iter().map(Subscriber::version_watch).collect();
+        let change = request(&ns, vec![("http.timeout_ms".into(), json!(i))]);
         let started = Instant::now();
-        let applied = async {
-            let _ = version.wait_for(|v| *v >= target).await;
+        let all_applied = async {
+            join_all(
+                watches
+                    .iter_mut()
+                    .map(|w| w.wait_for(move |v| *v >= target)),
+            )
+            .await;
             started.elapsed()
         };
         let (reply, elapsed) = tokio::join!(
-            api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request),
-            applied
+            api.call::<_, ChangeOutcome>(endpoint::CHANGE, &change),
+            all_applied
         );
         reply.expect("change accepted");
         if i >= WARMUP {
@@ -98,23 +192,29 @@ async fn mycosynth_propagation(url: &str) -> Summary {
     Summary::of(&h)
 }
 
-async fn kv_floor(url: &str) -> Summary {
+async fn kv_floor(url: &str, watchers: usize, samples: u64) -> Summary {
     let writer = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
-    let reader = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
+    let bucket = format!("floor{watchers}");
     let kv = writer
         .create_key_value(async_nats::jetstream::kv::Config {
-            bucket: "bench-floor".into(),
+            bucket: bucket.clone(),
             ..Default::default()
         })
         .await
         .expect("bucket");
-    let watched = reader.get_key_value("bench-floor").await.expect("bucket");
-    let mut watch = watched.watch("k").await.expect("watch");
+    let mut watches = Vec::new();
+    for _ in 0..watchers {
+        let reader = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
+        let store = reader.get_key_value(&bucket).await.expect("bucket");
+        watches.push(store.watch("k").await.expect("watch"));
+    }
     let mut h = histogram();
-    for i in 0..WARMUP + SAMPLES {
+    for i in 0..WARMUP + samples {
         let started = Instant::now();
-        kv.put("k", i.to_string().into()).await.expect("put");
-        let _ = watch.next().await;
+        let put = kv.put("k", i.to_string().into());
+        let delivered = join_all(watches.iter_mut().map(|w| w.next()));
+        let (put, _) = tokio::join!(put, delivered);
+        put.expect("put");
         if i >= WARMUP {
             let _ = h.record(started.elapsed().as_nanos() as u64);
         }
@@ -122,7 +222,7 @@ async fn kv_floor(url: &str) -> Summary {
     Summary::of(&h)
 }
 
-async fn core_floor(url: &str) -> Summary {
+async fn core_floor(url: &str, samples: u64) -> Summary {
     let publisher = async_nats::connect(url).await.expect("connect");
     let subscriber = async_nats::connect(url).await.expect("connect");
     let mut sub = subscriber
@@ -131,7 +231,7 @@ async fn core_floor(url: &str) -> Summary {
         .expect("subscribe");
     subscriber.flush().await.expect("flush");
     let mut h = histogram();
-    for i in 0..WARMUP + SAMPLES {
+    for i in 0..WARMUP + samples {
         let started = Instant::now();
         publisher
             .publish("bench.floor", "x".into())
@@ -143,4 +243,80 @@ async fn core_floor(url: &str) -> Summary {
         }
     }
     Summary::of(&h)
+}
+
+/// Accepted change sets per second with 64 requests in flight, over `namespaces` namespaces.
+async fn throughput(api: &Arc<ApiClient>, namespaces: usize, run: Duration) -> f64 {
+    let deadline = Instant::now() + run;
+    let started = Instant::now();
+    let workers = (0..64).map(|w| {
+        let api = Arc::clone(api);
+        async move {
+            let mut accepted = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let ns = format!("tput{}", (w + i as usize) % namespaces);
+                i += 1;
+                let change = request(&ns, vec![(format!("w{w}"), json!(i))]);
+                if api
+                    .call::<_, ChangeOutcome>(endpoint::CHANGE, &change)
+                    .await
+                    .is_ok_and(|o| o.committed)
+                {
+                    accepted += 1;
+                }
+            }
+            accepted
+        }
+    });
+    let accepted: u64 = join_all(workers).await.into_iter().sum();
+    accepted as f64 / started.elapsed().as_secs_f64()
+}
+
+/// (from NATS ms, from cache ms, RSS delta MB) for a namespace of 10,000 keys.
+async fn startup(api: &ApiClient, url: &str) -> (f64, f64, f64) {
+    for chunk in 0..11 {
+        let pairs = (0..990)
+            .map(|i| {
+                (
+                    format!("key.{chunk}.{i}"),
+                    json!({"n": i, "text": "some config value"}),
+                )
+            })
+            .collect();
+        let _: ChangeOutcome = api
+            .call(endpoint::CHANGE, &request("big", pairs))
+            .await
+            .expect("seed");
+    }
+    let cache = std::env::temp_dir().join(format!("mycosynth-bench-cache-{}", std::process::id()));
+    // Memory of a real subscribing process (`mycosynth watch`) holding the 10,000 keys.
+    let watcher = mycosynth_testkit::CliProcess::spawn(url, &["watch", "big", "prod", "--json"]);
+    let loaded = watcher
+        .wait_line(0, Duration::from_secs(30), |l| l.contains("\"load\""))
+        .is_some();
+    let rss = if loaded { rss_mb(watcher.pid()) } else { 0.0 };
+    drop(watcher);
+    let started = Instant::now();
+    let config = Subscriber::builder("big", "prod")
+        .nats_url(url)
+        .cache_dir(&cache)
+        .connect()
+        .await
+        .expect("subscriber");
+    let _: Value = config.get("key.10.989").expect("first read");
+    let from_nats = started.elapsed().as_secs_f64() * 1000.0;
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the cache writer finish
+    config.shutdown().await;
+    let started = Instant::now();
+    let cached = Subscriber::builder("big", "prod")
+        .nats_url(url)
+        .cache_dir(&cache)
+        .connect()
+        .await
+        .expect("from cache");
+    let _: Value = cached.get("key.10.989").expect("first read");
+    let from_cache = started.elapsed().as_secs_f64() * 1000.0;
+    let _ = std::fs::remove_dir_all(&cache);
+    (from_nats, from_cache, rss)
 }
