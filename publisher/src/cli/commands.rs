@@ -548,9 +548,18 @@ fn print_fleet(status: &StatusOutcome, json: bool) {
         print_json(status);
         return;
     }
+    let now_us =
+        i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(0);
+    let ago = |us: i64| {
+        if us > 0 {
+            format!("{:.1}s ago", (now_us - us).max(0) as f64 / 1e6)
+        } else {
+            "at start".to_owned()
+        }
+    };
     println!(
-        "{:<36} {:<16} {:>8} {:>8}  {:<9} reason",
-        "instance", "host", "pid", "version", "state"
+        "{:<36} {:<16} {:>8} {:>8}  {:<9} {:<12} {:<12} reason",
+        "instance", "host", "pid", "version", "state", "applied", "last seen"
     );
     for i in &status.instances {
         let state = match i.state {
@@ -566,8 +575,14 @@ fn print_fleet(status: &StatusOutcome, json: bool) {
             .map(|r| format!("refused v{}: {}", r.version, r.reason))
             .unwrap_or_default();
         println!(
-            "{:<36} {:<16} {:>8} {:>8}  {:<9} {reason}",
-            i.receipt.instance_id, i.receipt.host, i.receipt.pid, i.receipt.version, state
+            "{:<36} {:<16} {:>8} {:>8}  {:<9} {:<12} {:<12} {reason}",
+            i.receipt.instance_id,
+            i.receipt.host,
+            i.receipt.pid,
+            i.receipt.version,
+            state,
+            ago(i.receipt.applied_at_us),
+            ago(i.last_seen_us)
         );
     }
     let converged = status
