@@ -293,15 +293,12 @@ impl Store {
         env: &Environment,
         request_id: &str,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        let key = request_key(ns, env, request_id);
-        let entry = tokio::time::timeout(self.read_timeout, self.config.get(&key))
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("reading {key} timed out")))?
-            .map_err(|e| StoreError::Unavailable(format!("reading {key}: {e}")))?;
-        match entry {
-            Some(payload) => Ok(Some(parse(&key, &payload)?)),
-            None => Ok(None),
-        }
+        get_record(
+            &self.config,
+            &request_key(ns, env, request_id),
+            self.read_timeout,
+        )
+        .await
     }
 
     /// The version head of `ns`/`env` (None: nothing committed yet).
@@ -310,15 +307,7 @@ impl Store {
         ns: &Namespace,
         env: &Environment,
     ) -> Result<Option<HeadRecord>, StoreError> {
-        let key = head_key(ns, env);
-        let entry = tokio::time::timeout(self.read_timeout, self.config.get(&key))
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("reading {key} timed out")))?
-            .map_err(|e| StoreError::Unavailable(format!("reading {key}: {e}")))?;
-        match entry {
-            Some(payload) => Ok(Some(parse(&key, &payload)?)),
-            None => Ok(None),
-        }
+        get_record(&self.config, &head_key(ns, env), self.read_timeout).await
     }
 
     /// Every change set of `ns`/`env`, oldest first.
@@ -345,14 +334,7 @@ impl Store {
 
     /// The schema of `ns`, if one was pushed.
     pub async fn schema(&self, ns: &Namespace) -> Result<Option<SchemaRecord>, StoreError> {
-        let entry = tokio::time::timeout(self.read_timeout, self.schemas.get(ns.as_str()))
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("reading the schema of {ns} timed out")))?
-            .map_err(|e| StoreError::Unavailable(format!("reading the schema of {ns}: {e}")))?;
-        match entry {
-            Some(payload) => Ok(Some(parse(ns.as_str(), &payload)?)),
-            None => Ok(None),
-        }
+        get_record(&self.schemas, ns.as_str(), self.read_timeout).await
     }
 
     /// Stores the schema of `ns`.
@@ -391,6 +373,19 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// One record by direct get (one round trip, served by any replica); None if the key is absent.
+async fn get_record<T: serde::de::DeserializeOwned>(
+    bucket: &kv::Store,
+    key: &str,
+    timeout: Duration,
+) -> Result<Option<T>, StoreError> {
+    let entry = tokio::time::timeout(timeout, bucket.get(key))
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("reading {key} timed out")))?
+        .map_err(|e| StoreError::Unavailable(format!("reading {key}: {e}")))?;
+    entry.map(|payload| parse(key, &payload)).transpose()
 }
 
 fn parse<T: serde::de::DeserializeOwned>(key: &str, payload: &[u8]) -> Result<T, StoreError> {
