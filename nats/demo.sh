@@ -53,6 +53,9 @@ echo "==> mycosynth set payment-service production database.pool_size 80 --reaso
 for _ in $(seq 50); do grep -q "database.pool_size = 80" "$work/service.log" && break; sleep 0.1; done
 grep "database.pool_size = 80" "$work/service.log"
 
+echo "==> mycosynth status payment-service production --wait-version 2   (did it land everywhere?)"
+"$bin" status payment-service production --wait-version 2 --timeout 10
+
 echo "==> an invalid change is refused (exit code 3) and changes nothing:"
 "$bin" set payment-service production database.pool_size 0 || echo "    (exit code $?)"
 
