@@ -16,7 +16,7 @@ use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
 use mycosynth_benches::{histogram, Summary};
-use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, ChangeSource, KeyChange};
+use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
 use mycosynth_subscriber::Subscriber;
 use mycosynth_testkit::{NatsServer, Validator};
 use serde_json::{json, Value};
@@ -24,25 +24,11 @@ use serde_json::{json, Value};
 const WARMUP: u64 = 100;
 
 fn request(ns: &str, pairs: Vec<(String, Value)>) -> ChangeRequest {
-    ChangeRequest {
-        namespace: ns.into(),
-        environment: "prod".into(),
-        changes: pairs
-            .into_iter()
-            .map(|(key, value)| KeyChange {
-                key,
-                value: Some(value),
-            })
-            .collect(),
-        expected_version: None,
-        author: "bench".into(),
-        reason: String::new(),
-        source: ChangeSource::Api,
-        git_commit: None,
-        dry_run: false,
-        replace: false,
-        request_id: None,
-    }
+    let changes = pairs
+        .into_iter()
+        .map(|(key, value)| KeyChange::set(key, value))
+        .collect();
+    ChangeRequest::new(ns, "prod", changes, "bench")
 }
 
 fn rss_mb(pid: u32) -> f64 {

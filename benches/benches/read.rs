@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use mycosynth::client::ApiClient;
 use mycosynth_benches::Stack;
-use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, ChangeSource, KeyChange};
+use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
 use mycosynth_subscriber::Subscriber;
 use serde_json::json;
 use std::hint::black_box;
@@ -43,19 +43,7 @@ fn reads(c: &mut Criterion) {
                 value: Some(value),
             });
         }
-        let request = ChangeRequest {
-            namespace: "bench".into(),
-            environment: "prod".into(),
-            changes,
-            expected_version: None,
-            author: "bench".into(),
-            reason: String::new(),
-            source: ChangeSource::Api,
-            git_commit: None,
-            dry_run: false,
-            replace: false,
-            request_id: None,
-        };
+        let request = ChangeRequest::new("bench", "prod", changes, "bench");
         let _: ChangeOutcome = api
             .call(endpoint::CHANGE, &request)
             .await

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::backoff::Backoff;
 use crate::cache::{self, CacheError};
-use crate::reporter::{spawn_reporter, Identity, ReportState};
+use crate::reporter::{identity, spawn_reporter, ReportState};
 use crate::snapshot::{schema_defaults, Snapshot};
 use crate::status::{Health, Origin};
 use crate::updater::{Counters, Shared, Updater, UpdaterOptions};
@@ -242,11 +242,12 @@ impl SubscriberBuilder {
         });
 
         // The first snapshot, and the client it will be kept current with.
-        let (client, snapshot, loaded_from_nats) = match (cached, &self.start_policy) {
+        // `Some(following)` when the snapshot was loaded from NATS (subscribed before loading).
+        let (client, snapshot, following) = match (cached, &self.start_policy) {
             (Some(snapshot), _) => {
                 health.set_origin(Origin::Cache);
                 let client = self.background_client(&health, &resync_tx, urls).await?;
-                (client, snapshot, false)
+                (client, snapshot, None)
             }
             (None, StartPolicy::FailFast) => {
                 let client = self
@@ -254,8 +255,8 @@ impl SubscriberBuilder {
                     .connect(urls)
                     .await
                     .map_err(|e| connect_err(e.to_string()))?;
-                let snapshot = self.load(&client, &namespace, &environment).await?;
-                (client, snapshot, true)
+                let (snapshot, following) = self.load(&client, &namespace, &environment).await?;
+                (client, snapshot, Some(following))
             }
             (None, StartPolicy::WaitFor(wait)) => {
                 let deadline = Instant::now() + *wait;
@@ -267,14 +268,16 @@ impl SubscriberBuilder {
                         .connect(urls.clone())
                         .await
                     {
-                        Ok(client) => match self.load(&client, &namespace, &environment).await {
-                            Ok(snapshot) => Ok((client, snapshot)),
-                            Err(err) => Err(err),
-                        },
+                        Ok(client) => self
+                            .load(&client, &namespace, &environment)
+                            .await
+                            .map(|loaded| (client, loaded)),
                         Err(err) => Err(connect_err(err.to_string())),
                     };
                     match tried {
-                        Ok((client, snapshot)) => break (client, snapshot, true),
+                        Ok((client, (snapshot, following))) => {
+                            break (client, snapshot, Some(following))
+                        }
                         Err(err) if Instant::now() >= deadline => return Err(err),
                         Err(_) => {
                             let left = deadline.saturating_duration_since(Instant::now());
@@ -297,7 +300,7 @@ impl SubscriberBuilder {
                     Err(_) => None,
                 };
                 match attempt {
-                    Some((client, snapshot)) => (client, snapshot, true),
+                    Some((client, (snapshot, following))) => (client, snapshot, Some(following)),
                     None => {
                         health.set_origin(Origin::Defaults);
                         let client = self.background_client(&health, &resync_tx, urls).await?;
@@ -305,7 +308,7 @@ impl SubscriberBuilder {
                         (
                             client,
                             Snapshot::new(0, Default::default(), defaults, 0),
-                            false,
+                            None,
                         )
                     }
                 }
@@ -315,26 +318,21 @@ impl SubscriberBuilder {
             health.set_connected(true);
         }
 
-        // Subscribe before the first load is trusted: the updater applies buffered events above
-        // the loaded version, so nothing between the load and the subscription is lost.
-        let events = client
-            .subscribe(event_subject(&namespace, &environment))
-            .await
-            .map_err(|err| Error::Subscribe(err.to_string()))?;
-        let schema_changes = client
-            .subscribe(schema_subject(&namespace))
-            .await
-            .map_err(|err| Error::Subscribe(err.to_string()))?;
+        let loaded_from_nats = following.is_some();
         let mut resync_rx = resync_rx;
-        if loaded_from_nats {
-            health.confirm();
-            // Anything committed between the load and the subscription is caught by this
-            // resync; it also replaces the Connected-event request made during connect.
-            while resync_rx.try_recv().is_ok() {}
-            let _ = resync_tx.try_send(());
-        } else {
-            let _ = resync_tx.try_send(());
-        }
+        let following = match following {
+            Some(following) => {
+                health.confirm();
+                // Just loaded: the Connected-event request made during connect is redundant.
+                while resync_rx.try_recv().is_ok() {}
+                following
+            }
+            None => {
+                // Serving a cache or defaults: catch up as soon as NATS answers.
+                let _ = resync_tx.try_send(());
+                follow(&client, &namespace, &environment).await?
+            }
+        };
         tracing::info!(%namespace, %environment, version = snapshot.version(), keys = snapshot.len(), from_nats = loaded_from_nats, "config ready");
 
         let cache_writer = self.cache_dir.clone().map(|dir| {
@@ -376,7 +374,7 @@ impl SubscriberBuilder {
                 kind: ReceiptKind::Heartbeat,
                 rejected: None,
             });
-            let identity = Identity::new(
+            let identity = identity(
                 shared.namespace.as_str(),
                 shared.environment.as_str(),
                 self.instance_id.clone(),
@@ -403,8 +401,8 @@ impl SubscriberBuilder {
             reports,
             validate: self.validate,
             schema_check: None,
-            events,
-            schema_changes,
+            events: following.events,
+            schema_changes: following.schema_changes,
             resync_requests: resync_rx,
             options: UpdaterOptions {
                 gap_timeout: self.gap_timeout,
@@ -449,26 +447,50 @@ impl SubscriberBuilder {
             })
     }
 
+    /// Subscribes to the change events, then loads the snapshot: the updater applies buffered
+    /// events above the loaded version, so nothing committed in between is lost.
     async fn load(
         &self,
         client: &async_nats::Client,
         ns: &Namespace,
         env: &Environment,
-    ) -> Result<Snapshot, Error> {
+    ) -> Result<(Snapshot, Following), Error> {
+        let following = follow(client, ns, env).await?;
+        client
+            .flush()
+            .await
+            .map_err(|err| Error::Subscribe(err.to_string()))?;
         let js = async_nats::jetstream::new(client.clone());
         let state = loader::load_state(&js, ns, env, self.load_timeout).await?;
-        let defaults = loader::defaults_of(
-            loader::load_schema(&js, ns, self.load_timeout)
-                .await?
-                .as_ref(),
-        );
-        Ok(Snapshot::new(
-            state.version,
-            state.values,
-            Arc::new(defaults),
-            state.committed_at_us,
-        ))
+        let schema = loader::load_schema(&js, ns, self.load_timeout).await?;
+        let defaults = Arc::new(loader::defaults_of(schema.as_ref()));
+        let snapshot = Snapshot::new(state.version, state.values, defaults, state.committed_at_us);
+        Ok((snapshot, following))
     }
+}
+
+/// The subscriptions a subscriber follows changes through.
+struct Following {
+    events: async_nats::Subscriber,
+    schema_changes: async_nats::Subscriber,
+}
+
+async fn follow(
+    client: &async_nats::Client,
+    ns: &Namespace,
+    env: &Environment,
+) -> Result<Following, Error> {
+    let subscribe_err = |err: async_nats::SubscribeError| Error::Subscribe(err.to_string());
+    Ok(Following {
+        events: client
+            .subscribe(event_subject(ns, env))
+            .await
+            .map_err(subscribe_err)?,
+        schema_changes: client
+            .subscribe(schema_subject(ns))
+            .await
+            .map_err(subscribe_err)?,
+    })
 }
 
 /// Writes each new snapshot to the cache file, off the updater's path: the updater only swaps

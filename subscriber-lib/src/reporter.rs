@@ -12,36 +12,32 @@ use crate::status::Health;
 use crate::updater::now_us;
 use crate::wire::{Receipt, ReceiptKind, Rejection};
 
-/// Who this instance is.
-#[derive(Debug, Clone)]
-pub(crate) struct Identity {
-    pub namespace: String,
-    pub environment: String,
-    pub instance_id: String,
-    pub host: String,
-    pub pid: u32,
-    pub started_at_us: i64,
-}
-
-impl Identity {
-    pub fn new(namespace: &str, environment: &str, instance_id: Option<String>) -> Identity {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "unknown".into());
-        let pid = std::process::id();
-        let instance_id = instance_id
-            .unwrap_or_else(|| format!("{host}-{pid}-{}", &nuid::next().to_string()[..8]));
-        Identity {
-            namespace: namespace.to_owned(),
-            environment: environment.to_owned(),
-            instance_id,
-            host,
-            pid,
-            started_at_us: now_us(),
-        }
+/// This instance's receipt with its identity filled in (host, pid, start time, instance id) and
+/// nothing reported yet; every receipt sent is a copy of it with the current state.
+pub(crate) fn identity(namespace: &str, environment: &str, instance_id: Option<String>) -> Receipt {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let pid = std::process::id();
+    let instance_id =
+        instance_id.unwrap_or_else(|| format!("{host}-{pid}-{}", &nuid::next().to_string()[..8]));
+    Receipt {
+        namespace: namespace.to_owned(),
+        environment: environment.to_owned(),
+        instance_id,
+        host,
+        pid,
+        started_at_us: now_us(),
+        version: 0,
+        applied_at_us: 0,
+        committed_at_us: 0,
+        connected: false,
+        kind: ReceiptKind::Heartbeat,
+        rejected: None,
+        sent_at_us: 0,
     }
 }
 
@@ -60,7 +56,7 @@ pub(crate) struct ReportState {
 pub(crate) fn spawn_reporter(
     client: async_nats::Client,
     subject: String,
-    identity: Identity,
+    identity: Receipt,
     interval: Duration,
     health: Arc<Health>,
     mut state: watch::Receiver<ReportState>,
@@ -80,12 +76,6 @@ pub(crate) fn spawn_reporter(
             };
             let current = state.borrow_and_update().clone();
             let receipt = Receipt {
-                namespace: identity.namespace.clone(),
-                environment: identity.environment.clone(),
-                instance_id: identity.instance_id.clone(),
-                host: identity.host.clone(),
-                pid: identity.pid,
-                started_at_us: identity.started_at_us,
                 version: current.version,
                 applied_at_us: current.applied_at_us,
                 committed_at_us: current.committed_at_us,
@@ -93,6 +83,7 @@ pub(crate) fn spawn_reporter(
                 kind: kind.unwrap_or(current.kind),
                 rejected: current.rejected.clone(),
                 sent_at_us: now_us(),
+                ..identity.clone()
             };
             if client.connection_state() != async_nats::connection::State::Connected {
                 continue; // Nobody would hear it; the next heartbeat after reconnecting will.

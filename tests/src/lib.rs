@@ -150,7 +150,8 @@ impl LineTap {
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
-    store: tempfile::TempDir,
+    /// Held, not read: the store dir lives as long as the server (and across restarts).
+    _store: tempfile::TempDir,
     config: PathBuf,
     log: Option<LineTap>,
 }
@@ -185,7 +186,7 @@ impl NatsServer {
         let mut server = NatsServer {
             child: None,
             port,
-            store,
+            _store: store,
             config: path,
             log: None,
         };
@@ -248,11 +249,6 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.kill();
         self.launch();
-    }
-
-    /// The store dir.
-    pub fn store_dir(&self) -> &Path {
-        self.store.path()
     }
 }
 
@@ -322,7 +318,6 @@ impl NatsCluster {
 pub struct Validator {
     child: Option<Child>,
     http_port: u16,
-    log: LineTap,
 }
 
 impl Validator {
@@ -356,18 +351,12 @@ impl Validator {
         Validator {
             child: Some(child),
             http_port,
-            log,
         }
     }
 
     /// Address of `/metrics` and `/health`.
     pub fn http_addr(&self) -> String {
         format!("127.0.0.1:{}", self.http_port)
-    }
-
-    /// Its log lines so far.
-    pub fn log(&self) -> Vec<String> {
-        self.log.snapshot()
     }
 
     /// The PID.

@@ -102,18 +102,12 @@ fn change_request(
     source: ChangeSource,
 ) -> ChangeRequest {
     ChangeRequest {
-        namespace,
-        environment: env,
-        changes,
         expected_version: args.expect_version,
-        author: author.to_owned(),
         reason: args.reason,
         source,
-        git_commit: None,
-        dry_run: false,
-        replace: false,
         // One key per command invocation: the retries below reuse it.
         request_id: Some(uuid::Uuid::now_v7().to_string()),
+        ..ChangeRequest::new(namespace, env, changes, author)
     }
 }
 

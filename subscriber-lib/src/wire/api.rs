@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{ChangeSetRecord, ChangeSource, KeyChange, SchemaRecord, ValueRecord};
+use super::records::{ChangeSetRecord, ChangeSource, KeyChange, ValueRecord};
 
 /// Largest request the validator reads, in bytes; larger ones are refused with `too_large`.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
@@ -44,6 +44,38 @@ pub struct ChangeRequest {
     /// first outcome and never applied twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+impl ChangeRequest {
+    /// A request to apply `changes` to `namespace`/`environment` on behalf of `author`; every
+    /// other field at its default (no expected version, source `api`, no idempotency key).
+    ///
+    /// ```
+    /// use mycosynth_subscriber::wire::{ChangeRequest, KeyChange};
+    /// let mut request = ChangeRequest::new("payment-service", "production", vec![KeyChange::set("database.pool_size", 50.into())], "alice");
+    /// request.request_id = Some("deploy-1234".into());
+    /// assert!(!request.dry_run);
+    /// ```
+    pub fn new(
+        namespace: impl Into<String>,
+        environment: impl Into<String>,
+        changes: Vec<KeyChange>,
+        author: impl Into<String>,
+    ) -> ChangeRequest {
+        ChangeRequest {
+            namespace: namespace.into(),
+            environment: environment.into(),
+            changes,
+            expected_version: None,
+            author: author.into(),
+            reason: String::new(),
+            source: ChangeSource::Api,
+            git_commit: None,
+            dry_run: false,
+            replace: false,
+            request_id: None,
+        }
+    }
 }
 
 /// Ask the validator to restore the state of an earlier version as a new version.
@@ -246,6 +278,3 @@ pub enum Reply<T> {
     /// Failure.
     Error(ApiError),
 }
-
-/// Reply body of [`SchemaGetRequest`].
-pub type SchemaGetOutcome = SchemaRecord;

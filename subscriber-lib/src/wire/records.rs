@@ -28,16 +28,6 @@ impl ChangeSource {
             ChangeSource::Api => "api",
         }
     }
-
-    /// Parses the written form; unknown sources read as `api`.
-    pub fn parse(text: &str) -> ChangeSource {
-        match text {
-            "cli" => ChangeSource::Cli,
-            "apply" => ChangeSource::Apply,
-            "rollback" => ChangeSource::Rollback,
-            _ => ChangeSource::Api,
-        }
-    }
 }
 
 /// Who made a change, when and why: stored with every value, head and history record.
@@ -110,6 +100,24 @@ pub struct KeyChange {
         with = "present_value"
     )]
     pub value: Option<serde_json::Value>,
+}
+
+impl KeyChange {
+    /// Set `key` to `value`.
+    pub fn set(key: impl Into<String>, value: serde_json::Value) -> KeyChange {
+        KeyChange {
+            key: key.into(),
+            value: Some(value),
+        }
+    }
+
+    /// Delete `key`.
+    pub fn delete(key: impl Into<String>) -> KeyChange {
+        KeyChange {
+            key: key.into(),
+            value: None,
+        }
+    }
 }
 
 /// KV value of `_history.<namespace>.<env>.<version>`: one accepted change set, for history,

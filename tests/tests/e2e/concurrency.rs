@@ -3,8 +3,7 @@ use std::sync::Arc;
 
 use mycosynth::cli::exit;
 use mycosynth_subscriber::wire::{
-    endpoint, ChangeOutcome, ChangeRequest, ChangeSource, ErrorKind, HistoryOutcome,
-    HistoryRequest, KeyChange,
+    endpoint, ChangeOutcome, ChangeRequest, ErrorKind, HistoryOutcome, HistoryRequest, KeyChange,
 };
 use mycosynth_testkit::{NatsServer, Validator};
 use serde_json::json;
@@ -73,28 +72,11 @@ async fn two_validators_never_lose_or_interleave_change_sets() {
     for i in 0..200u32 {
         let api = Arc::clone(&api);
         tasks.spawn(async move {
-            let request = ChangeRequest {
-                namespace: "checkout".into(),
-                environment: "prod".into(),
-                changes: vec![
-                    KeyChange {
-                        key: format!("k.{i}"),
-                        value: Some(json!(i)),
-                    },
-                    KeyChange {
-                        key: "last_writer".into(),
-                        value: Some(json!(i)),
-                    },
-                ],
-                expected_version: None,
-                author: format!("client-{i}"),
-                reason: String::new(),
-                source: ChangeSource::Api,
-                git_commit: None,
-                dry_run: false,
-                replace: false,
-                request_id: None,
-            };
+            let changes = vec![
+                KeyChange::set(format!("k.{i}"), json!(i)),
+                KeyChange::set("last_writer", json!(i)),
+            ];
+            let request = ChangeRequest::new("checkout", "prod", changes, format!("client-{i}"));
             api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
                 .await
         });

@@ -25,7 +25,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use mycosynth::client::ApiClient;
-use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, ChangeSource, KeyChange};
+use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
 
 /// Runs the CLI on a blocking thread.
 pub async fn run_cli(url: &str, args: &[&str]) -> Output {
@@ -55,25 +55,11 @@ pub async fn api(url: &str) -> ApiClient {
 
 /// A change request setting `pairs`, as the API client of a program would send it.
 pub fn change_request(ns: &str, env: &str, pairs: &[(&str, serde_json::Value)]) -> ChangeRequest {
-    ChangeRequest {
-        namespace: ns.into(),
-        environment: env.into(),
-        changes: pairs
-            .iter()
-            .map(|(k, v)| KeyChange {
-                key: (*k).into(),
-                value: Some(v.clone()),
-            })
-            .collect(),
-        expected_version: None,
-        author: "test".into(),
-        reason: String::new(),
-        source: ChangeSource::Api,
-        git_commit: None,
-        dry_run: false,
-        replace: false,
-        request_id: None,
-    }
+    let changes = pairs
+        .iter()
+        .map(|(k, v)| KeyChange::set(*k, v.clone()))
+        .collect();
+    ChangeRequest::new(ns, env, changes, "test")
 }
 
 /// Sets keys through the validator API (faster than a CLI process per change).
