@@ -17,4 +17,5 @@ test:
 
 bench:
 	./nats/provision.sh >/dev/null
-	cargo bench -p mycosynth-benches
+	./benches/provision.sh
+	cargo bench -p mycosynth-benches --features etcd

@@ -1,7 +1,10 @@
 //! End-to-end benchmarks, in one run, against real servers started here:
 //! - change propagation: from the moment a client sends a change request until the LAST of
-//!   N subscribers (each with its own NATS connection) holds it, N = 1, 100, 1,000;
+//!   N subscribers (each with its own NATS connection) holds it, N = 1, 100, 1,000; and to one
+//!   subscriber with every write fsynced, on one node and on a three-node cluster;
 //! - the floor: raw KV put to KV watch (1 and 100 watchers) and core NATS publish to subscriber;
+//! - the peer: etcd put to watch event (1 and 100 watchers; feature `etcd`);
+//! - reads from one and two threads while the snapshot changes 1,000 times a second;
 //! - throughput of accepted change sets (one and two validators; one and 100 namespaces);
 //! - startup with 10,000 keys, from NATS and from the last-known-good cache;
 //! - resident memory of a subscriber holding 10,000 keys and of a validator under load.
@@ -18,7 +21,7 @@ use mycosynth::client::ApiClient;
 use mycosynth_benches::{histogram, Summary};
 use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
 use mycosynth_subscriber::Subscriber;
-use mycosynth_testkit::{NatsServer, Validator};
+use mycosynth_testkit::{NatsCluster, NatsServer, Validator};
 use serde_json::{json, Value};
 
 const WARMUP: u64 = 100;
@@ -75,10 +78,23 @@ async fn main() {
     }
     let core = core_floor(&url, 2000).await;
     rows.push(core.row("floor: core NATS publish → subscriber"));
+    let etcd = etcd_peer(&mut rows).await;
+    let durable = durable_propagation(&mut rows).await;
+
+    let reads = reads_under_updates(&url, &api).await;
 
     println!("\n| path (µs) | p50 | p90 | p99 | p99.9 | max | n |\n|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("{row}");
+    }
+    println!("\n| `get` of an integer (ns per read) while 1,000 change sets/s are applied | p50 | p99 | applied/s |\n|---|---|---|---|");
+    for (label, run) in [("one thread", &reads.0), ("two threads, each", &reads.1)] {
+        for t in &run.threads {
+            println!(
+                "| {label} | {:.1} | {:.1} | {:.0} |",
+                t.p50, t.p99, run.applied_per_s
+            );
+        }
     }
 
     let throughput_one = throughput(&api, 1, Duration::from_secs(5)).await;
@@ -103,8 +119,10 @@ async fn main() {
 
     let one = &propagation["1"];
     let hundred = &propagation["100"];
-    let ratio = |a: &Value, b: &Value, q: &str| {
-        a[q].as_f64().unwrap_or(0.0) / b[q].as_f64().unwrap_or(1.0).max(0.001)
+    // Null where a side was not measured (no etcd): a ratio of nothing is no figure.
+    let ratio = |a: &Value, b: &Value, q: &str| match (a[q].as_f64(), b[q].as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+        _ => Value::Null,
     };
     let report = json!({
         "propagation_us": propagation,
@@ -117,11 +135,23 @@ async fn main() {
         "startup_ms": {"from_nats_10k_keys": from_nats_ms, "from_cache_10k_keys": from_cache_ms},
         "rss_mb": {"subscriber_process_10k_keys": subscriber_rss, "validator_under_load": validator_rss},
         "ratios": {
-            "1": {"p50_vs_kv_floor": ratio(one, &floor["1"], "p50"), "p99_vs_kv_floor": ratio(one, &floor["1"], "p99")},
-            "100": {"p50_vs_kv_floor": ratio(hundred, &floor["100"], "p50"), "p99_vs_kv_floor": ratio(hundred, &floor["100"], "p99")},
+            "1": {
+                "p50_vs_kv_floor": ratio(one, &floor["1"], "p50"), "p99_vs_kv_floor": ratio(one, &floor["1"], "p99"),
+                "p50_vs_etcd": ratio(one, &etcd["1"], "p50"), "p99_vs_etcd": ratio(one, &etcd["1"], "p99"),
+                "durable_p50_vs_etcd": ratio(&durable["single_node_fsync_always"], &etcd["1"], "p50"),
+            },
+            "100": {
+                "p50_vs_kv_floor": ratio(hundred, &floor["100"], "p50"), "p99_vs_kv_floor": ratio(hundred, &floor["100"], "p99"),
+                "p50_vs_etcd": ratio(hundred, &etcd["100"], "p50"), "p99_vs_etcd": ratio(hundred, &etcd["100"], "p99"),
+            },
         },
-        "etcd_watch_us": null,
-        "note": "one change in flight for latencies; nats-server default sync_interval; receipts off in the propagation subscribers; etcd not yet measured",
+        "etcd_watch_us": etcd,
+        "propagation_durable_us": durable,
+        "read_ns": {
+            "under_1000_updates_per_s": {"one_thread": reads.0, "two_threads": reads.1},
+            "single_thread_idle": "criterion: target/criterion/read/*",
+        },
+        "note": "one change in flight for latencies; propagation_us and the floors run on one nats-server with the default sync_interval; propagation_durable_us fsyncs every write, like etcd; receipts off in the propagation subscribers",
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let _ = std::fs::create_dir_all(&dir);
@@ -305,4 +335,104 @@ async fn startup(api: &ApiClient, url: &str) -> (f64, f64, f64) {
     let from_cache = started.elapsed().as_secs_f64() * 1000.0;
     let _ = std::fs::remove_dir_all(&cache);
     (from_nats, from_cache, rss)
+}
+
+/// etcd put → watch event at the last of 1 and 100 watchers (null without the `etcd` feature).
+async fn etcd_peer(rows: &mut Vec<String>) -> Value {
+    #[cfg(feature = "etcd")]
+    {
+        use mycosynth_benches::etcd::Etcd;
+        match Etcd::start().await {
+            Ok(etcd) => {
+                let mut out = serde_json::Map::new();
+                for (watchers, samples) in [(1usize, 1000u64), (100, 1000)] {
+                    let summary = etcd.put_to_watch(watchers, WARMUP, samples).await;
+                    rows.push(summary.row(&format!(
+                        "peer: etcd put → last of {watchers} watchers (fsync per write)"
+                    )));
+                    out.insert(watchers.to_string(), json!(summary));
+                }
+                out.insert("server".into(), json!(Etcd::version()));
+                return Value::Object(out);
+            }
+            Err(err) => eprintln!("etcd peer not measured: {err}"),
+        }
+    }
+    #[cfg(not(feature = "etcd"))]
+    eprintln!("etcd peer not measured: build with --features etcd (make bench does)");
+    let _ = rows;
+    Value::Null
+}
+
+/// Propagation to one subscriber with every write fsynced before it is acknowledged: one node
+/// with `sync_interval: always`, and the production layout (three nodes, three replicas).
+async fn durable_propagation(rows: &mut Vec<String>) -> Value {
+    let mut out = serde_json::Map::new();
+    {
+        let nats = NatsServer::start_durable();
+        let _validator = Validator::start(&nats.url(), &[]);
+        let api = ApiClient::connect(&nats.url(), Duration::from_secs(10))
+            .await
+            .expect("api");
+        let summary = mycosynth_propagation(&api, &nats.url(), 1, 500).await;
+        rows.push(summary.row("mycosynth, one node, fsync per write: request → 1 subscriber"));
+        out.insert("single_node_fsync_always".into(), json!(summary));
+    }
+    {
+        let cluster = NatsCluster::start(3);
+        let urls = cluster.urls();
+        let _validator = Validator::start(&urls, &[]);
+        let api = ApiClient::connect(&urls, Duration::from_secs(10))
+            .await
+            .expect("api");
+        let summary = mycosynth_propagation(&api, &urls, 1, 500).await;
+        rows.push(
+            summary.row(
+                "mycosynth, 3-node cluster, 3 replicas, fsync per write: request → 1 subscriber",
+            ),
+        );
+        out.insert("cluster_3_replicas_fsync_always".into(), json!(summary));
+    }
+    Value::Object(out)
+}
+
+/// `get` from one thread, then from two at once, while 1,000 change sets per second arrive.
+async fn reads_under_updates(
+    url: &str,
+    api: &ApiClient,
+) -> (
+    mycosynth_benches::reads::UnderUpdates,
+    mycosynth_benches::reads::UnderUpdates,
+) {
+    let _: ChangeOutcome = api
+        .call(
+            endpoint::CHANGE,
+            &request("reads", vec![("limits.rps".into(), json!(5000))]),
+        )
+        .await
+        .expect("seed");
+    let config = Subscriber::builder("reads", "prod")
+        .nats_url(url)
+        .receipts(false, Duration::from_secs(10))
+        .anti_entropy_interval(Duration::from_secs(3600))
+        .connect()
+        .await
+        .expect("subscriber");
+    let client = async_nats::connect(url).await.expect("connect");
+    let run = Duration::from_secs(3);
+    let one = mycosynth_benches::reads::under_updates(
+        client.clone(),
+        &config,
+        "reads",
+        "prod",
+        1,
+        1000,
+        run,
+    )
+    .await;
+    let two =
+        mycosynth_benches::reads::under_updates(client, &config, "reads", "prod", 2, 1000, run)
+            .await;
+    config.shutdown().await;
+    (one, two)
 }

@@ -8,6 +8,10 @@ use mycosynth::service::{self, ValidatorConfig};
 use mycosynth_testkit::NatsServer;
 use tokio::sync::oneshot;
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod reads;
+
 /// A nats-server and a validator serving it; both stop on drop.
 pub struct Stack {
     /// The server (stopped on drop).

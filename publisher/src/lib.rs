@@ -5,12 +5,14 @@
 //!
 //! - [`validate`] and [`schema`]: the one validation of change sets (pure, no I/O).
 //! - [`store`]: the validator's JetStream KV edge (atomic batch commits, history, schemas).
+//! - [`committer`]: group commit: change sets ready together share one atomic batch.
 //! - [`service`]: request handling, optimistic concurrency, change events.
 //! - [`client`]: the request/reply client the CLI and other programs use.
 //! - [`http`]: `/metrics` and `/health`.
 
 pub mod cli;
 pub mod client;
+pub mod committer;
 pub mod fleet;
 pub mod http;
 pub mod schema;

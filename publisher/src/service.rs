@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::committer::{self, HeadExpected};
 use crate::fleet::{Fleet, FleetOptions};
 use crate::schema::Schema;
 use crate::store::{BucketOptions, Commit, State, Store, StoreError};
@@ -530,35 +531,56 @@ impl Validator {
                 meta: meta.clone(),
             };
             let started = Instant::now();
-            let committed = self
+            let head_expected = if state.pending {
+                HeadExpected::AfterPrevious
+            } else {
+                HeadExpected::Revision(state.head_revision)
+            };
+            let staged = self
                 .store
-                .commit(&Commit {
+                .stage(&Commit {
                     namespace: ns,
                     environment: env,
-                    expected_head_revision: state.head_revision,
+                    head_expected,
                     values: values.clone(),
                     history,
                     head,
                     request_id: attribution.request_id.as_deref(),
+                    event: Some(change_event(ns, env, version, &plan.changes, &meta)),
                 })
                 .await;
+            let receipt = match staged {
+                Ok(receipt) => receipt,
+                Err(err) => {
+                    tracing::warn!(error = %err, "commit failed");
+                    return Err(from_store(err));
+                }
+            };
+            // The next change set to this namespace/environment validates against this one
+            // while it is in flight (the committer may write both in one batch); if this one
+            // fails, so does the next, and both reload.
+            let mut next = state;
+            for change in &plan.changes {
+                if change.value.is_none() {
+                    next.values.remove(&change.key);
+                }
+            }
+            next.values.extend(values);
+            next.version = version;
+            next.pending = true;
+            *cached = Some(next);
+            drop(cached);
+            let committed = committer::outcome(receipt).await;
+            cached = slot.lock().await;
             match committed {
                 Ok(head_revision) => {
                     metrics::histogram!("mycosynth_validator_commit_seconds")
                         .record(started.elapsed().as_secs_f64());
                     metrics::counter!("mycosynth_validator_commits_total").increment(1);
-                    let mut next = state;
-                    for change in &plan.changes {
-                        if change.value.is_none() {
-                            next.values.remove(&change.key);
-                        }
+                    if let Some(current) = cached.as_mut().filter(|s| s.version == version) {
+                        current.head_revision = head_revision;
+                        current.pending = false;
                     }
-                    next.values.extend(values);
-                    next.version = version;
-                    next.head_revision = head_revision;
-                    *cached = Some(next);
-                    self.publish_event(ns, env, version, &plan.changes, &meta)
-                        .await;
                     tracing::info!(version, keys = plan.changes.len(), change_id = %meta.change_id, "committed");
                     return Ok(ChangeOutcome {
                         version,
@@ -570,6 +592,7 @@ impl Validator {
                     });
                 }
                 Err(StoreError::Conflict) => {
+                    *cached = None;
                     // Either this very request was applied already (a retry whose first reply
                     // was lost), or another change set won the race.
                     if let Some(outcome) = self.replay(ns, env, &attribution, dry_run).await? {
@@ -583,6 +606,7 @@ impl Validator {
                 }
                 Err(err) => {
                     // The outcome of an unanswered commit is unknown: reload before the next one.
+                    *cached = None;
                     tracing::warn!(error = %err, "commit failed");
                     return Err(from_store(err));
                 }
@@ -626,45 +650,6 @@ impl Validator {
                 replayed: true,
             }
         }))
-    }
-
-    async fn publish_event(
-        &self,
-        ns: &Namespace,
-        env: &Environment,
-        version: u64,
-        changes: &[KeyChange],
-        meta: &ChangeMeta,
-    ) {
-        let event = ChangeEvent {
-            format: EVENT_FORMAT,
-            namespace: ns.to_string(),
-            environment: env.to_string(),
-            version,
-            previous_version: version - 1,
-            changes: changes
-                .iter()
-                .map(|c| EventChange {
-                    key: c.key.clone(),
-                    value_json: c.value.as_ref().map(Value::to_string),
-                })
-                .collect(),
-            change_id: meta.change_id.clone(),
-            author: meta.author.clone(),
-            reason: meta.reason.clone(),
-            source: meta.source.as_str().to_owned(),
-            committed_at_us: meta.time_us,
-        };
-        // A lost event is repaired by subscribers (gap or anti-entropy resync), so a failure
-        // here does not undo the commit.
-        if let Err(err) = self
-            .store
-            .client()
-            .publish(event_subject(ns, env), Bytes::from(event.encode()))
-            .await
-        {
-            tracing::warn!(error = %err, version, "could not publish the change event");
-        }
     }
 
     async fn get(&self, request: Result<GetRequest, Failure>) -> Result<GetOutcome, Failure> {
@@ -861,6 +846,36 @@ pub fn state_at(history: &[ChangeSetRecord], version: u64) -> Result<BTreeMap<St
         return Err(expected);
     }
     Ok(document)
+}
+
+/// The change event of a committed change set: subject and rkyv bytes.
+fn change_event(
+    ns: &Namespace,
+    env: &Environment,
+    version: u64,
+    changes: &[KeyChange],
+    meta: &ChangeMeta,
+) -> (String, Bytes) {
+    let event = ChangeEvent {
+        format: EVENT_FORMAT,
+        namespace: ns.to_string(),
+        environment: env.to_string(),
+        version,
+        previous_version: version - 1,
+        changes: changes
+            .iter()
+            .map(|c| EventChange {
+                key: c.key.clone(),
+                value_json: c.value.as_ref().map(Value::to_string),
+            })
+            .collect(),
+        change_id: meta.change_id.clone(),
+        author: meta.author.clone(),
+        reason: meta.reason.clone(),
+        source: meta.source.as_str().to_owned(),
+        committed_at_us: meta.time_us,
+    };
+    (event_subject(ns, env), Bytes::from(event.encode()))
 }
 
 fn new_meta_time() -> (String, i64) {

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::header::{self, HeaderMap};
-use async_nats::jetstream::{self, context::PublishErrorKind, kv};
+use crate::committer::{self, Committer, HeadExpected, Message, Receipt, Staged};
+use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use mycosynth_subscriber::kv_scan::{scan, ScanError};
 use mycosynth_subscriber::wire::{
@@ -22,7 +22,7 @@ use mycosynth_subscriber::wire::{
 };
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The head moved since it was read: another change set was committed first.
     #[error("the namespace/environment changed concurrently")]
@@ -56,6 +56,9 @@ pub struct State {
     pub version: u64,
     /// KV revision of the head record (0: no head yet); the compare-and-set of the next commit.
     pub head_revision: u64,
+    /// The state includes change sets staged but not yet acknowledged: the next commit's head
+    /// compare-and-set is on theirs ([`HeadExpected::AfterPrevious`]), not on `head_revision`.
+    pub pending: bool,
     /// Current values with their records.
     pub values: BTreeMap<String, ValueRecord>,
 }
@@ -77,8 +80,9 @@ pub struct Commit<'a> {
     pub namespace: &'a Namespace,
     /// Environment.
     pub environment: &'a Environment,
-    /// Revision of the head the change set was validated against.
-    pub expected_head_revision: u64,
+    /// What the head must be for the commit to succeed: the revision the change set was
+    /// validated against, or the head of the previous change set still in flight.
+    pub head_expected: HeadExpected,
     /// The new records of set keys; deleted keys are in `history.changes` with no value.
     pub values: Vec<(String, ValueRecord)>,
     /// The history record of the new version.
@@ -88,6 +92,9 @@ pub struct Commit<'a> {
     /// The client's idempotency key: recorded in the same batch, with a compare-and-set that
     /// fails the whole batch if the key was already applied.
     pub request_id: Option<&'a str>,
+    /// The change event (subject, bytes), published once the change set is stored, in commit
+    /// order.
+    pub event: Option<(String, Bytes)>,
 }
 
 /// Handle on the buckets.
@@ -99,6 +106,8 @@ pub struct Store {
     schemas: kv::Store,
     /// The config bucket, for direct gets of single keys (idempotency records).
     config: kv::Store,
+    /// The group-commit task all commits go through.
+    committer: Committer,
     read_timeout: Duration,
 }
 
@@ -153,7 +162,9 @@ impl Store {
             .get_key_value(CONFIG_BUCKET)
             .await
             .map_err(|e| StoreError::Unavailable(format!("bucket {CONFIG_BUCKET}: {e}")))?;
+        let committer = Committer::start(client.clone(), js.clone());
         Ok(Store {
+            committer,
             client,
             js,
             schemas,
@@ -194,96 +205,64 @@ impl Store {
         Ok(state)
     }
 
-    /// Commits a change set atomically. Returns the KV revision of the new head.
+    /// Commits a change set atomically and waits for it. Returns the KV revision of the new head.
     pub async fn commit(&self, commit: &Commit<'_>) -> Result<u64, StoreError> {
+        committer::outcome(self.stage(commit).await?).await
+    }
+
+    /// Queues a change set for the group committer ([`crate::committer`]): it is written
+    /// atomically, possibly in one batch with others ready at the same time. The receipt
+    /// resolves to the KV revision of the new head.
+    pub async fn stage(&self, commit: &Commit<'_>) -> Result<Receipt, StoreError> {
         let (ns, env) = (commit.namespace, commit.environment);
-        let mut messages: Vec<(String, Bytes, bool)> =
-            Vec::with_capacity(commit.history.changes.len() + 2);
+        let message = |subject: String, payload: Bytes, expected: Option<u64>| Message {
+            subject,
+            deleted: payload.is_empty(),
+            payload,
+            expected_last_subject_sequence: expected,
+        };
+        let mut messages = Vec::with_capacity(commit.history.changes.len() + 3);
         let records: BTreeMap<&str, &ValueRecord> =
             commit.values.iter().map(|(k, r)| (k.as_str(), r)).collect();
         for KeyChange { key, value } in &commit.history.changes {
             let subject = kv_subject(CONFIG_BUCKET, &value_key(ns, env, key));
             match (value, records.get(key.as_str())) {
-                (Some(_), Some(record)) => messages.push((subject, to_json(record)?, false)),
-                (None, _) => messages.push((subject, Bytes::new(), true)),
+                (Some(_), Some(record)) => messages.push(message(subject, to_json(record)?, None)),
+                (None, _) => messages.push(message(subject, Bytes::new(), None)),
                 (Some(_), None) => {
                     return Err(StoreError::Refused(format!("no record for key {key}")))
                 }
             }
         }
-        messages.push((
+        messages.push(message(
             kv_subject(CONFIG_BUCKET, &history_key(ns, env, commit.head.version)),
             to_json(&commit.history)?,
-            false,
+            None,
         ));
-        messages.push((
-            kv_subject(CONFIG_BUCKET, &head_key(ns, env)),
-            to_json(&commit.head)?,
-            false,
-        ));
-
         // The idempotency record must not exist yet: expected last subject sequence 0.
-        let request = match commit.request_id {
-            Some(id) => {
-                let record = RequestRecord {
-                    version: commit.head.version,
-                    change_id: commit.head.meta.change_id.clone(),
-                };
-                Some((
-                    kv_subject(CONFIG_BUCKET, &request_key(ns, env, id)),
-                    to_json(&record)?,
-                ))
-            }
-            None => None,
-        };
-        let head = messages.pop();
-        if let Some((subject, payload)) = request {
-            messages.push((subject, payload, false));
+        if let Some(id) = commit.request_id {
+            let record = RequestRecord {
+                version: commit.head.version,
+                change_id: commit.head.meta.change_id.clone(),
+            };
+            messages.push(message(
+                kv_subject(CONFIG_BUCKET, &request_key(ns, env, id)),
+                to_json(&record)?,
+                Some(0),
+            ));
         }
-        let request_at = commit.request_id.map(|_| messages.len());
-        messages.extend(head);
-
-        let batch_id = nuid::next().to_string();
-        let last = messages.len();
-        for (index, (subject, payload, deleted)) in messages.into_iter().enumerate() {
-            let sequence = index + 1;
-            let mut headers = HeaderMap::new();
-            headers.insert(header::NATS_BATCH_ID, batch_id.as_str());
-            headers.insert(header::NATS_BATCH_SEQUENCE, sequence.to_string().as_str());
-            if deleted {
-                headers.insert("KV-Operation", "DEL");
-            }
-            if Some(sequence) == request_at {
-                headers.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
-            }
-            if sequence < last {
-                self.client
-                    .publish_with_headers(subject, headers, payload)
-                    .await
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                continue;
-            }
-            headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
-            headers.insert(
-                header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                commit.expected_head_revision.to_string().as_str(),
-            );
-            let ack = self
-                .js
-                .publish_with_headers(subject, headers, payload)
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?
-                .await
-                .map_err(|e| match e.kind() {
-                    PublishErrorKind::WrongLastSequence => StoreError::Conflict,
-                    PublishErrorKind::TimedOut
-                    | PublishErrorKind::BrokenPipe
-                    | PublishErrorKind::StreamNotFound => StoreError::Unavailable(e.to_string()),
-                    _ => StoreError::Refused(e.to_string()),
-                })?;
-            return Ok(ack.sequence);
-        }
-        Err(StoreError::Refused("empty commit".into()))
+        // Last, the head, with its compare-and-set.
+        self.committer
+            .enqueue(Staged {
+                messages,
+                head: (
+                    kv_subject(CONFIG_BUCKET, &head_key(ns, env)),
+                    to_json(&commit.head)?,
+                ),
+                head_expected: commit.head_expected,
+                event: commit.event.clone(),
+            })
+            .await
     }
 
     /// The record of an applied idempotency key, if that request was applied.

@@ -2,7 +2,7 @@
 //! Pure data: no I/O, so it is tested without a server.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -71,7 +71,14 @@ pub struct Snapshot {
     defaults: Arc<FastMap<Value>>,
     /// Commit time of the change set that produced this version (µs since epoch; 0 if unknown).
     committed_at_us: i64,
+    /// Which keys sit under each dotted prefix, built by the first `get_section` of this
+    /// snapshot, so a section read touches its own keys instead of scanning them all.
+    sections: OnceLock<SectionIndex>,
 }
+
+/// Every dotted prefix (`a` and `a.b` for the key `a.b.c`) to the stored or defaulted keys
+/// under it.
+type SectionIndex = HashMap<Box<str>, Vec<Arc<str>>, foldhash::fast::FixedState>;
 
 impl Snapshot {
     /// A snapshot from plain values (for tests, examples and defaults-only starts).
@@ -87,6 +94,7 @@ impl Snapshot {
                 .collect(),
             defaults: Arc::default(),
             committed_at_us: 0,
+            sections: OnceLock::new(),
         }
     }
 
@@ -101,6 +109,7 @@ impl Snapshot {
             values,
             defaults,
             committed_at_us,
+            sections: OnceLock::new(),
         }
     }
 
@@ -189,16 +198,33 @@ impl Snapshot {
 
     fn section_value(&self, prefix: &str) -> Value {
         let mut root = serde_json::Map::new();
-        let dotted = format!("{prefix}.");
-        // Defaults first, so stored values overwrite them.
-        let defaults = self.defaults.iter();
-        let stored = self.values.iter().map(|(k, v)| (k, v.as_ref()));
-        for (key, value) in defaults.chain(stored) {
-            if let Some(rest) = key.strip_prefix(dotted.as_str()) {
+        let index = self.sections.get_or_init(|| self.section_index());
+        for key in index.get(prefix).map(Vec::as_slice).unwrap_or_default() {
+            let stored = self.values.get(key).map(Arc::as_ref);
+            if let Some(value) = stored.or_else(|| self.defaults.get(key)) {
+                let rest = &key[prefix.len() + 1..];
                 insert_path(&mut root, rest, value.clone());
             }
         }
         Value::Object(root)
+    }
+
+    fn section_index(&self) -> SectionIndex {
+        let mut index = SectionIndex::default();
+        // A key both stored and defaulted is listed once.
+        let defaulted_only = self
+            .defaults
+            .keys()
+            .filter(|k| !self.values.contains_key(*k));
+        for key in self.values.keys().chain(defaulted_only) {
+            for (at, _) in key.match_indices('.') {
+                index
+                    .entry(Box::from(&key[..at]))
+                    .or_default()
+                    .push(Arc::clone(key));
+            }
+        }
+        index
     }
 
     /// Iterates over the stored keys and values (not defaults), in no particular order.
@@ -222,6 +248,7 @@ impl Snapshot {
 
     pub(crate) fn set_defaults(&mut self, defaults: Arc<FastMap<Value>>) {
         self.defaults = defaults;
+        self.sections = OnceLock::new();
     }
 }
 

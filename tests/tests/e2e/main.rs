@@ -138,8 +138,9 @@ pub async fn commit_bypassing_validator(
         .commit(&Commit {
             namespace: &namespace,
             environment: &environment,
-            expected_head_revision: state.head_revision,
+            head_expected: mycosynth::committer::HeadExpected::Revision(state.head_revision),
             request_id: None,
+            event: None,
             values: vec![(
                 key.into(),
                 ValueRecord {
