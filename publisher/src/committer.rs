@@ -11,7 +11,7 @@
 //!   acknowledgement gave; if v failed, v+1 fails too, and the validator reloads and retries.
 //!
 //! When a group fails on a compare-and-set, nobody can tell from the error whose it was: its
-//! change sets are committed again one by one, each getting its own answer. Change events are
+//! halves are committed again, down to single change sets, each getting its own answer. Change events are
 //! published here, right after the acknowledgement and in commit order, so subscribers receive
 //! versions in order even when several commits of one namespace are in flight. A lone change set
 //! is committed at once: grouping never adds waiting, it only uses the time a batch is in flight.
@@ -19,6 +19,8 @@
 //! One committer task per validator process; it ends when the last `Store` handle is dropped.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use async_nats::header::{self, HeaderMap};
@@ -169,29 +171,38 @@ async fn run(mut jobs: mpsc::Receiver<Job>, client: async_nats::Client, js: jets
         }
         metrics::histogram!("mycosynth_validator_commit_group_size").record(group.len() as f64);
         let (staged, replies): (Vec<Staged>, Vec<_>) = group.into_iter().unzip();
-        let result = commit_group(&client, &js, &mut heads, &staged).await;
-        match result {
-            Err(StoreError::Conflict) if staged.len() > 1 => {
-                metrics::counter!("mycosynth_validator_commit_group_splits_total").increment(1);
-                for (one, reply) in staged.iter().zip(replies) {
-                    let result = commit_group(&client, &js, &mut heads, std::slice::from_ref(one))
-                        .await
-                        .map(|revisions| revisions[0]);
-                    let _ = reply.send(result);
-                }
-            }
-            Ok(revisions) => {
-                for (reply, revision) in replies.into_iter().zip(revisions) {
-                    let _ = reply.send(Ok(revision));
-                }
-            }
-            Err(err) => {
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
-            }
+        let results = commit_splitting(&client, &js, &mut heads, &staged).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
         }
     }
+}
+
+/// Each change set's outcome, in order (boxed: the split recurses).
+type Splitting<'a> = Pin<Box<dyn Future<Output = Vec<Result<u64, StoreError>>> + Send + 'a>>;
+
+/// Commits `group`; when it fails on a compare-and-set, commits its halves (in order, so a
+/// change set chained on one in the first half sees its outcome), down to single change sets:
+/// one stale change set costs about 2·log2(n) batches, not n.
+fn commit_splitting<'a>(
+    client: &'a async_nats::Client,
+    js: &'a jetstream::Context,
+    heads: &'a mut Heads,
+    group: &'a [Staged],
+) -> Splitting<'a> {
+    Box::pin(async move {
+        match commit_group(client, js, heads, group).await {
+            Ok(revisions) => revisions.into_iter().map(Ok).collect(),
+            Err(StoreError::Conflict) if group.len() > 1 => {
+                metrics::counter!("mycosynth_validator_commit_group_splits_total").increment(1);
+                let (first, second) = group.split_at(group.len() / 2);
+                let mut results = commit_splitting(client, js, heads, first).await;
+                results.extend(commit_splitting(client, js, heads, second).await);
+                results
+            }
+            Err(err) => vec![Err(err); group.len()],
+        }
+    })
 }
 
 /// Commits `group` as one batch, remembers its heads, publishes its events; returns each change

@@ -65,6 +65,9 @@ pub enum ServeError {
 
 /// How many times a change set without `expected_version` is retried after losing a race.
 const MAX_COMMIT_ATTEMPTS: usize = 8;
+/// How long after losing a compare-and-set to another writer a namespace/environment's commits
+/// go one at a time instead of pipelined.
+const CONTENTION_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long shutdown waits for in-flight requests and a final flush.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -95,6 +98,7 @@ pub async fn run(
         fleet: Fleet::new(config.fleet),
         slots: Mutex::new(HashMap::new()),
         schemas: Mutex::new(HashMap::new()),
+        contended: Mutex::new(HashMap::new()),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -272,6 +276,9 @@ struct Validator {
     slots: Mutex<HashMap<(Namespace, Environment), Slot>>,
     /// Compiled schemas by namespace, with the raw schema they were compiled from.
     schemas: Mutex<HashMap<Namespace, Arc<Schema>>>,
+    /// Namespaces/environments where another writer won a compare-and-set recently, until when:
+    /// their commits are not pipelined.
+    contended: Mutex<HashMap<(Namespace, Environment), Instant>>,
 }
 
 impl Validator {
@@ -300,6 +307,20 @@ impl Validator {
         if let Err(err) = request.respond(Ok(bytes)).await {
             tracing::warn!(endpoint = name, error = %err, "could not send the reply");
         }
+    }
+
+    fn contended(&self, ns: &Namespace, env: &Environment) -> bool {
+        let contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
+        contended
+            .get(&(ns.clone(), env.clone()))
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    fn mark_contended(&self, ns: &Namespace, env: &Environment) {
+        let mut contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        contended.retain(|_, until| *until > now);
+        contended.insert((ns.clone(), env.clone()), now + CONTENTION_WINDOW);
     }
 
     fn slot(&self, ns: &Namespace, env: &Environment) -> Slot {
@@ -569,9 +590,16 @@ impl Validator {
             next.version = version;
             next.pending = true;
             *cached = Some(next);
-            drop(cached);
-            let committed = committer::outcome(receipt).await;
-            cached = slot.lock().await;
+            let committed = if self.contended(ns, env) {
+                // Another validator commits here too: change sets chained on this one would
+                // fail with it on the other's commits, so hold the slot until it is stored.
+                committer::outcome(receipt).await
+            } else {
+                drop(cached);
+                let committed = committer::outcome(receipt).await;
+                cached = slot.lock().await;
+                committed
+            };
             match committed {
                 Ok(head_revision) => {
                     metrics::histogram!("mycosynth_validator_commit_seconds")
@@ -593,6 +621,7 @@ impl Validator {
                 }
                 Err(StoreError::Conflict) => {
                     *cached = None;
+                    self.mark_contended(ns, env);
                     // Either this very request was applied already (a retry whose first reply
                     // was lost), or another change set won the race.
                     if let Some(outcome) = self.replay(ns, env, &attribution, dry_run).await? {
