@@ -12,8 +12,11 @@
 pub mod cli;
 pub mod client;
 pub mod fleet;
+pub mod gitops;
 pub mod http;
+pub mod inherit;
 pub mod schema;
+pub mod schema_docs;
 pub mod service;
 pub mod store;
 pub mod validate;
