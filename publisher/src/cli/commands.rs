@@ -506,7 +506,7 @@ async fn watch(
                         "author": notice.author,
                         "reason": notice.reason,
                         "change_id": notice.change_id,
-                        "cause": match notice.cause { NoticeCause::Event => "event", NoticeCause::Resync => "resync" },
+                        "cause": match notice.cause { NoticeCause::Event => "event", NoticeCause::Resync => "resync", NoticeCause::Inherited => "inherited" },
                         "committed_at_us": notice.committed_at_us,
                         "applied_at_us": notice.applied_at_us,
                         "delay_us": delay_us,

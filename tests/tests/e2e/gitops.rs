@@ -489,3 +489,179 @@ async fn schema_push_reports_compatibility_and_docs_list_every_key() {
     }
     assert!(docs.contains("| `database.pool_size` | integer | no | minimum: 1, maximum: 1000 | `10` | Database connection pool size |"), "{docs}");
 }
+
+/// Acceptance 4: a child sees a parent's value; its own value shadows it; deleting its own
+/// value reveals the parent's again; a parent change reaches a child's subscriber; a cycle and
+/// an unknown parent are refused when declared; `get --explain` names where a value comes from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_inherit_from_their_parents() {
+    use mycosynth_subscriber::{NoticeCause, Subscriber};
+    use std::time::Duration;
+
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let url = nats.url();
+    let ns = "payment-service";
+    let out = run_cli(&url, &["schema", "push", ns, &schema_path()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let repo = example_repo();
+    let out = run_cli(&url, &["deploy", &repo.path().display().to_string()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let child = Subscriber::builder(ns, "production-eu")
+        .nats_url(url.clone())
+        .connect()
+        .await
+        .expect("child subscriber");
+    assert_eq!(child.parents(), ["production"]);
+    assert_eq!(
+        child.get::<u32>("database.pool_size").unwrap(),
+        40,
+        "inherited"
+    );
+    assert_eq!(
+        child.get::<String>("database.host").unwrap(),
+        "db-primary.payments-eu.internal",
+        "own value shadows the parent's"
+    );
+    assert_eq!(child.get::<u32>("http.timeout_ms").unwrap(), 400);
+
+    let mut notices = child.subscribe();
+    let out = run_cli(&url, &["delete", ns, "production-eu", "http.timeout_ms"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(child.wait_for_version(2, Duration::from_secs(10)).await);
+    assert_eq!(
+        child.get::<u32>("http.timeout_ms").unwrap(),
+        250,
+        "deleting its own value reveals the parent's"
+    );
+
+    let out = run_cli(
+        &url,
+        &[
+            "set",
+            ns,
+            "production",
+            "http.retries",
+            "5",
+            "--reason",
+            "parent change",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let inherited = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let notice = notices.recv().await.expect("notice");
+            if notice.cause == NoticeCause::Inherited {
+                return notice;
+            }
+        }
+    })
+    .await
+    .expect("the parent's change reaches the child's subscriber");
+    assert_eq!(inherited.keys, ["http.retries"]);
+    assert_eq!(inherited.reason, "parent change");
+    assert_eq!(child.get::<u32>("http.retries").unwrap(), 5);
+    // A parent change of a key the child shadows is not the child's change.
+    let out = run_cli(&url, &["set", ns, "production", "database.host", "\"db2\""]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_cli(&url, &["set", ns, "production", "http.retries", "6"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let next = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let notice = notices.recv().await.expect("notice");
+            if notice.cause == NoticeCause::Inherited {
+                return notice;
+            }
+        }
+    })
+    .await
+    .expect("second inherited change");
+    assert_eq!(next.keys, ["http.retries"], "database.host is shadowed");
+    assert_eq!(
+        child.get::<String>("database.host").unwrap(),
+        "db-primary.payments-eu.internal"
+    );
+
+    let out = run_cli(
+        &url,
+        &[
+            "get",
+            ns,
+            "production-eu",
+            "database.pool_size",
+            "--explain",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("database.pool_size = 40  <- inherited from production"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run_cli(
+        &url,
+        &[
+            "get",
+            ns,
+            "production-eu",
+            "feature_flags.new_checkout",
+            "--explain",
+        ],
+    )
+    .await;
+    assert!(
+        stdout(&out).contains("inherited from production"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run_cli(
+        &url,
+        &[
+            "get",
+            ns,
+            "production-eu",
+            "circuit_breaker.open_seconds",
+            "--explain",
+        ],
+    )
+    .await;
+    assert!(
+        stdout(&out).contains("circuit_breaker.open_seconds = 20"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Declarations: a cycle and an unknown parent are refused; nothing changes.
+    let out = run_cli(&url, &["parent", ns, "production", "production-eu"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(exit::VALIDATION.into()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("\"cycle\"")
+            && stderr(&out).contains("production -> production-eu -> production"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_cli(&url, &["parent", ns, "production-eu", "nowhere"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(exit::VALIDATION.into()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("\"unknown_parent\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_cli(&url, &["parent", ns, "production-eu"]).await;
+    assert_eq!(stdout(&out).trim(), "production");
+    let out = run_cli(&url, &["parent", ns, "production"]).await;
+    assert_eq!(stdout(&out).trim(), "(none)");
+}
