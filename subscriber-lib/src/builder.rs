@@ -432,7 +432,12 @@ impl SubscriberBuilder {
             }),
             parents: Arc::from([]),
         };
-        if self.inherit {
+        if self.inherit && !loaded_from_nats {
+            // Started from a cache or defaults because NATS is unreachable: do not wait for it.
+            tracing::debug!(
+                "started without NATS: a declared parent chain is not followed until restart"
+            );
+        } else if self.inherit {
             let (parents, tasks) = crate::inherit::attach(&subscriber, &self).await?;
             if let Ok(mut owned) = subscriber.lifetime.tasks.lock() {
                 owned.extend(tasks);
