@@ -213,7 +213,8 @@ impl Subscriber {
         SubscriberBuilder::new(namespace.into(), environment.into())
     }
 
-    /// The value of `key` as `T` (stored, else schema default, else [`GetError::Missing`]).
+    /// The value of `key` as `T` (stored, else a parent environment's, nearest first, else
+    /// the schema default, else [`GetError::Missing`]).
     /// Memory only: a lock-free snapshot load and a map lookup.
     ///
     /// ```no_run

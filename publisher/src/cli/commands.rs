@@ -495,8 +495,11 @@ async fn watch(
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
                 };
                 let snapshot = config.snapshot();
-                let values: BTreeMap<&str, Option<&Value>> =
-                    notice.keys.iter().map(|k| (k.as_str(), snapshot.raw(k).map(|(v, _)| v))).collect();
+                let values: BTreeMap<&str, Option<Value>> = match notice.cause {
+                    // Inherited keys are not in this environment's own snapshot.
+                    NoticeCause::Inherited => notice.keys.iter().map(|k| (k.as_str(), config.get::<Value>(k).ok())).collect(),
+                    _ => notice.keys.iter().map(|k| (k.as_str(), snapshot.raw(k).map(|(v, _)| v.clone()))).collect(),
+                };
                 let delay_us = (notice.committed_at_us > 0).then(|| notice.applied_at_us - notice.committed_at_us);
                 if json {
                     print_json(&serde_json::json!({
