@@ -358,8 +358,21 @@ async fn send(
                 } else {
                     format!(" — {}", set.meta.reason)
                 };
+                let marks = format!(
+                    "{}{}",
+                    if set.meta.emergency {
+                        ", EMERGENCY"
+                    } else {
+                        ""
+                    },
+                    set.meta
+                        .git_commit
+                        .as_deref()
+                        .map(|c| format!(", git {c}"))
+                        .unwrap_or_default()
+                );
                 println!(
-                    "v{}  {}  {}  [{}]{}",
+                    "v{}  {}  {}  [{}{marks}]{}",
                     set.version,
                     set.meta.time,
                     set.meta.author,

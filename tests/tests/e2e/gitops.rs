@@ -664,4 +664,43 @@ async fn environments_inherit_from_their_parents() {
     assert_eq!(stdout(&out).trim(), "production");
     let out = run_cli(&url, &["parent", ns, "production"]).await;
     assert_eq!(stdout(&out).trim(), "(none)");
+
+    // Two levels: canary -> production-eu -> production. The validator accepts canary's change
+    // set without the required database.host (inherited), and a validating subscriber serves it.
+    let out = run_cli(&url, &["parent", ns, "canary", "production-eu"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_cli(&url, &["set", ns, "canary", "http.retries", "9"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_cli(
+        &url,
+        &["set", ns, "production", "database.host", "\"bad host!\""],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(exit::VALIDATION.into()),
+        "parents are still validated"
+    );
+    let canary = Subscriber::builder(ns, "canary")
+        .nats_url(url.clone())
+        .validate_against_schema(true)
+        .connect()
+        .await
+        .expect("canary subscriber");
+    assert_eq!(canary.parents(), ["production-eu", "production"]);
+    assert_eq!(canary.get::<u32>("http.retries").unwrap(), 9);
+    assert_eq!(
+        canary.get::<String>("database.host").unwrap(),
+        "db-primary.payments-eu.internal"
+    );
+    assert_eq!(canary.get::<u32>("database.pool_size").unwrap(), 40);
+    assert_eq!(
+        canary.get::<u32>("circuit_breaker.open_seconds").unwrap(),
+        20
+    );
+    assert_eq!(
+        canary.get_or::<u32>("no.such.key", 7),
+        7,
+        "then the caller's default"
+    );
 }
