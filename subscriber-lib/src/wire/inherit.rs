@@ -6,6 +6,17 @@
 use serde::{Deserialize, Serialize};
 
 /// KV value of `<namespace>.<env>._meta.parent`: the environment this one inherits from.
+///
+/// ```
+/// use mycosynth_subscriber::wire::{parent_key, Environment, Namespace, ParentRecord};
+/// let ns = Namespace::new("payment-service").unwrap();
+/// let env = Environment::new("production-eu").unwrap();
+/// assert_eq!(parent_key(&ns, &env), "payment-service.production-eu._meta.parent");
+/// let record: ParentRecord = serde_json::from_str(
+///     r#"{"parent":"production","author":"alice","time":"2026-01-01T00:00:00Z"}"#,
+/// ).unwrap();
+/// assert_eq!(record.parent, "production");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParentRecord {
     /// The parent environment (same namespace).
@@ -43,6 +54,12 @@ pub struct ParentRequest {
 }
 
 /// Outcome of a [`ParentRequest`].
+///
+/// ```
+/// use mycosynth_subscriber::wire::ParentOutcome;
+/// let outcome: ParentOutcome = serde_json::from_str(r#"{"parent":"production","changed":true}"#).unwrap();
+/// assert!(outcome.changed && outcome.previous.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParentOutcome {
     /// The declared parent now.
