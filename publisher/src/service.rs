@@ -760,8 +760,11 @@ impl Validator {
         let mut violations = Vec::new();
         for env in self.store.environments(&ns).await.map_err(from_store)? {
             let state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
-            let document = Value::Object(state.documents().into_iter().collect());
-            let found = schema.violations(&document);
+            // What the environment holds, with what it inherits (own values win).
+            let inherited = crate::inherit::inherited_document(&self.store, &ns, &env)
+                .await
+                .map_err(from_store)?;
+            let found = crate::inherit::schema_violations(&schema, &inherited, &state.documents());
             // Removing a key that is set live is incompatible even when the new schema
             // allows unknown keys.
             let removed_live = removed

@@ -703,4 +703,7 @@ async fn environments_inherit_from_their_parents() {
         7,
         "then the caller's default"
     );
+    // Schema pushes check each environment with what it inherits.
+    let out = run_cli(&url, &["schema", "push", ns, &schema_path()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
 }
