@@ -39,8 +39,10 @@ for _ in $(seq 100); do grep -q "ready" "$work/validator.log" && break; sleep 0.
 
 echo "==> mycosynth schema push payment-service schemas/payment-service.schema.json"
 "$bin" schema push payment-service schemas/payment-service.schema.json
-echo "==> mycosynth apply schemas/payment-service.production.yaml --namespace payment-service --env production"
-"$bin" apply schemas/payment-service.production.yaml --namespace payment-service --env production --reason "initial config"
+echo "==> mycosynth validate .   (the config repository: config/<namespace>/<env>.yaml, offline)"
+"$bin" validate .
+echo "==> mycosynth deploy .   (one atomic change set per namespace/environment, git commit recorded)"
+"$bin" deploy . --reason "initial config"
 
 echo "==> starting the example service (subscriber crate)"
 "$example" "$MYCOSYNTH_NATS_URL" > "$work/service.log" 2>&1 &

@@ -15,7 +15,7 @@ use mycosynth_subscriber::wire::{
     self, api_subject, endpoint, event_subject, schema_subject, ApiError, ChangeEvent, ChangeMeta,
     ChangeOutcome, ChangeRequest, ChangeSetRecord, ChangeSource, Environment, ErrorKind,
     EventChange, GetOutcome, GetRequest, HeadRecord, HistoryOutcome, HistoryRequest, KeyChange,
-    Namespace, Receipt, Reply, RollbackRequest, SchemaGetRequest, SchemaPushOutcome,
+    Namespace, ParentRequest, Receipt, Reply, RollbackRequest, SchemaGetRequest, SchemaPushOutcome,
     SchemaPushRequest, SchemaRecord, StatusOutcome, StatusRequest, ValueRecord, Violation,
     EVENT_FORMAT, MAX_REQUEST_BYTES,
 };
@@ -132,6 +132,7 @@ pub async fn run(
         endpoint::SCHEMA_PUSH,
         endpoint::SCHEMA_GET,
         endpoint::STATUS,
+        endpoint::PARENT,
     ] {
         let mut requests = group
             .endpoint(name)
@@ -261,6 +262,7 @@ struct Attribution {
     source: ChangeSource,
     git_commit: Option<String>,
     request_id: Option<String>,
+    emergency: bool,
 }
 
 /// The cached state of one namespace/environment, behind the lock that serializes its commits.
@@ -295,6 +297,10 @@ impl Validator {
             }
             endpoint::SCHEMA_GET => encode(self.schema_get(parse::<SchemaGetRequest>(&body)).await),
             endpoint::STATUS => encode(self.status(parse::<StatusRequest>(&body)).await),
+            endpoint::PARENT => encode(match parse::<ParentRequest>(&body) {
+                Ok(request) => crate::inherit::declare(&self.store, request).await,
+                Err(err) => Err(err),
+            }),
             _ => encode::<()>(Err(failure(
                 ErrorKind::BadRequest,
                 format!("unknown endpoint {name}"),
@@ -359,6 +365,13 @@ impl Validator {
         let request = request?;
         let (ns, env) =
             validate::names(&request.namespace, &request.environment).map_err(invalid)?;
+        if request.emergency && request.reason.trim().is_empty() {
+            return Err(invalid(vec![Violation {
+                key: "(reason)".into(),
+                rule: "emergency_reason".into(),
+                message: "an emergency override needs a --reason".into(),
+            }]));
+        }
         let only_deletes =
             !request.changes.is_empty() && request.changes.iter().all(|c| c.value.is_none());
         let attribution = Attribution {
@@ -367,6 +380,7 @@ impl Validator {
             source: request.source,
             git_commit: request.git_commit,
             request_id: request.request_id,
+            emergency: request.emergency,
         };
         let intent = Intent::Changes {
             changes: request.changes,
@@ -426,6 +440,7 @@ impl Validator {
             source: ChangeSource::Rollback,
             git_commit: None,
             request_id: request.request_id,
+            emergency: false,
         };
         self.commit(
             &ns,
@@ -491,13 +506,31 @@ impl Validator {
                 Intent::Changes { changes, replace } => (changes.clone(), *replace),
                 Intent::Restore(target) => (validate::difference(&current, target).0, false),
             };
-            let plan = match validate::plan(
-                &current,
-                &changes,
-                replace,
-                schema.as_deref(),
-                self.require_schema,
-            ) {
+            // A child environment is validated together with what it inherits.
+            let inherited = crate::inherit::inherited_document(&self.store, ns, env)
+                .await
+                .map_err(from_store)?;
+            let own_schema = schema.as_deref().filter(|_| inherited.is_empty());
+            let planned =
+                validate::plan(&current, &changes, replace, own_schema, self.require_schema)
+                    .and_then(
+                        |plan| match schema.as_deref().filter(|_| !inherited.is_empty()) {
+                            Some(schema) => {
+                                let found = crate::inherit::schema_violations(
+                                    schema,
+                                    &inherited,
+                                    &plan.document,
+                                );
+                                if found.is_empty() {
+                                    Ok(plan)
+                                } else {
+                                    Err(found)
+                                }
+                            }
+                            None => Ok(plan),
+                        },
+                    );
+            let plan = match planned {
                 Ok(plan) => plan,
                 Err(violations) => {
                     for v in &violations {
@@ -698,9 +731,16 @@ impl Validator {
             },
             None => state.values.into_iter().collect(),
         };
+        let parent = self
+            .store
+            .parent(&ns, &env)
+            .await
+            .map_err(from_store)?
+            .map(|r| r.parent);
         Ok(GetOutcome {
             version: state.version,
             values,
+            parent,
         })
     }
 
@@ -728,11 +768,29 @@ impl Validator {
         let ns = Namespace::new(&request.namespace)
             .map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
         let schema = Schema::compile(request.schema.clone()).map_err(|v| invalid(vec![v]))?;
+        let previous = self.store.schema(&ns).await.map_err(from_store)?;
+        let old = previous.as_ref().map(|r| &r.schema).unwrap_or(&Value::Null);
+        let removed = crate::schema_docs::removed_keys(old, &request.schema);
         let mut violations = Vec::new();
         for env in self.store.environments(&ns).await.map_err(from_store)? {
             let state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
-            let document = Value::Object(state.documents().into_iter().collect());
-            violations.extend(schema.violations(&document).into_iter().map(|v| Violation {
+            // What the environment holds, with what it inherits (own values win).
+            let inherited = crate::inherit::inherited_document(&self.store, &ns, &env)
+                .await
+                .map_err(from_store)?;
+            let found = crate::inherit::schema_violations(&schema, &inherited, &state.documents());
+            // Removing a key that is set live is incompatible even when the new schema
+            // allows unknown keys.
+            let removed_live = removed
+                .iter()
+                .filter(|k| state.values.contains_key(*k) && !found.iter().any(|v| &v.key == *k))
+                .map(|k| Violation {
+                    key: k.clone(),
+                    rule: "removed_key".into(),
+                    message: format!("key {k:?} is set live but the new schema removes it"),
+                })
+                .collect::<Vec<_>>();
+            violations.extend(found.into_iter().chain(removed_live).map(|v| Violation {
                 message: format!("{env}: {}", v.message),
                 ..v
             }));
@@ -745,6 +803,7 @@ impl Validator {
             );
             return Err(err);
         }
+        let record_schema = request.schema.clone();
         let record = SchemaRecord {
             schema: request.schema,
             author: request.author,
@@ -769,6 +828,8 @@ impl Validator {
         tracing::info!(namespace = %ns, forced = !violations.is_empty(), "schema pushed");
         Ok(SchemaPushOutcome {
             forced_violations: violations,
+            added_keys: crate::schema_docs::added_keys(old, &record_schema),
+            removed_keys: removed,
         })
     }
 
@@ -927,6 +988,7 @@ fn new_meta(attribution: &Attribution) -> ChangeMeta {
         source: attribution.source,
         git_commit: attribution.git_commit.clone(),
         request_id: attribution.request_id.clone(),
+        emergency: attribution.emergency,
     }
 }
 
@@ -985,6 +1047,7 @@ mod tests {
                 source: ChangeSource::Cli,
                 git_commit: None,
                 request_id: None,
+                emergency: false,
             },
             changes,
         }

@@ -20,6 +20,7 @@ use mycosynth_subscriber::wire::{
     request_key, state_filter, value_key, ChangeSetRecord, Environment, HeadRecord, KeyChange,
     Namespace, RequestRecord, SchemaRecord, StateEntry, ValueRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
 };
+use mycosynth_subscriber::wire::{parent_key, ParentRecord};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -330,6 +331,39 @@ impl Store {
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(())
+    }
+
+    /// The parent declaration of `ns`/`env`, if any.
+    pub async fn parent(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+    ) -> Result<Option<ParentRecord>, StoreError> {
+        get_record(&self.config, &parent_key(ns, env), self.read_timeout).await
+    }
+
+    /// Stores (Some) or removes (None) the parent declaration of `ns`/`env`.
+    pub async fn put_parent(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        record: Option<&ParentRecord>,
+    ) -> Result<(), StoreError> {
+        let key = parent_key(ns, env);
+        let unavailable = |e: String| StoreError::Unavailable(format!("writing {key}: {e}"));
+        match record {
+            Some(record) => self
+                .config
+                .put(&key, to_json(record)?)
+                .await
+                .map(|_| ())
+                .map_err(|e| unavailable(e.to_string())),
+            None => self
+                .config
+                .delete(&key)
+                .await
+                .map_err(|e| unavailable(e.to_string())),
+        }
     }
 
     /// The environments of `ns` that have a version.

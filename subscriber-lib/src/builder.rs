@@ -52,6 +52,8 @@ pub struct SubscriberBuilder {
     pub(crate) heartbeat: Duration,
     pub(crate) instance_id: Option<String>,
     pub(crate) validate: bool,
+    /// Follow the declared parent chain (off for the inner subscribers of parents).
+    pub(crate) inherit: bool,
 }
 
 impl SubscriberBuilder {
@@ -72,6 +74,7 @@ impl SubscriberBuilder {
             heartbeat: Duration::from_secs(10),
             instance_id: None,
             validate: false,
+            inherit: true,
         }
     }
 
@@ -415,7 +418,7 @@ impl SubscriberBuilder {
             retry: None,
         };
         let task = tokio::spawn(updater.run(shutdown_rx));
-        Ok(Subscriber {
+        let mut subscriber = Subscriber {
             shared,
             lifetime: Arc::new(Lifetime {
                 shutdown: shutdown_tx,
@@ -427,7 +430,21 @@ impl SubscriberBuilder {
                         .collect(),
                 ),
             }),
-        })
+            parents: Arc::from([]),
+        };
+        if self.inherit && !loaded_from_nats {
+            // Started from a cache or defaults because NATS is unreachable: do not wait for it.
+            tracing::debug!(
+                "started without NATS: a declared parent chain is not followed until restart"
+            );
+        } else if self.inherit {
+            let (parents, tasks) = crate::inherit::attach(&subscriber, &self).await?;
+            if let Ok(mut owned) = subscriber.lifetime.tasks.lock() {
+                owned.extend(tasks);
+            }
+            subscriber.parents = parents;
+        }
+        Ok(subscriber)
     }
 
     /// A client that connects in the background (returns at once, retries with backoff).

@@ -36,10 +36,17 @@ impl SchemaCheck {
                 .map(|(k, v)| (k.to_owned(), v.clone()))
                 .collect(),
         );
+        // `required` is left to the validator: an environment may inherit a required key from
+        // a parent environment, which this environment's own snapshot does not hold.
         let first = self
             .validator
             .iter_errors(&document)
-            .next()
+            .find(|err| {
+                !matches!(
+                    err.kind(),
+                    jsonschema::error::ValidationErrorKind::Required { .. }
+                )
+            })
             .map(|err| format!("{err} (at {})", err.instance_path()));
         match first {
             None => Ok(()),

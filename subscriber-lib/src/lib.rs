@@ -67,6 +67,7 @@ mod backoff;
 mod builder;
 pub mod cache;
 mod check;
+mod inherit;
 pub mod kv_scan;
 mod loader;
 mod reporter;
@@ -180,6 +181,8 @@ impl Drop for Lifetime {
 pub struct Subscriber {
     shared: Arc<Shared>,
     lifetime: Arc<Lifetime>,
+    /// Inner subscribers of the declared parent environments, nearest first (usually empty).
+    parents: Arc<[Subscriber]>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -210,7 +213,8 @@ impl Subscriber {
         SubscriberBuilder::new(namespace.into(), environment.into())
     }
 
-    /// The value of `key` as `T` (stored, else schema default, else [`GetError::Missing`]).
+    /// The value of `key` as `T` (stored, else a parent environment's, nearest first, else
+    /// the schema default, else [`GetError::Missing`]).
     /// Memory only: a lock-free snapshot load and a map lookup.
     ///
     /// ```no_run
@@ -220,7 +224,18 @@ impl Subscriber {
     /// ```
     #[inline]
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T, GetError> {
-        self.shared.snapshot.load().get(key)
+        if self.parents.is_empty() {
+            return self.shared.snapshot.load().get(key);
+        }
+        inherit::resolve(self, &self.parents, key, |value| match value {
+            Some(value) => T::deserialize(value).map_err(|err| GetError::WrongType {
+                key: key.to_owned(),
+                message: err.to_string(),
+            }),
+            None => Err(GetError::Missing {
+                key: key.to_owned(),
+            }),
+        })
     }
 
     /// The value of `key` as `T`, or `default` when neither stored nor defaulted by the schema.
@@ -232,7 +247,17 @@ impl Subscriber {
     /// ```
     #[inline]
     pub fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> T {
-        self.shared.snapshot.load().get_or(key, default)
+        if self.parents.is_empty() {
+            return self.shared.snapshot.load().get_or(key, default);
+        }
+        match self.get(key) {
+            Ok(value) => value,
+            Err(GetError::Missing { .. }) => default,
+            Err(GetError::WrongType { .. }) => {
+                metrics::counter!("mycosynth_subscriber_read_type_errors_total").increment(1);
+                default
+            }
+        }
     }
 
     /// Every key under `prefix.` as a nested object deserialized into `T`.
@@ -245,7 +270,25 @@ impl Subscriber {
     /// # let _ = db; Ok(()) }
     /// ```
     pub fn get_section<T: DeserializeOwned>(&self, prefix: &str) -> Result<T, GetError> {
-        self.shared.snapshot.load().get_section(prefix)
+        if self.parents.is_empty() {
+            return self.shared.snapshot.load().get_section(prefix);
+        }
+        inherit::merged(self, &self.parents).get_section(prefix)
+    }
+
+    /// The environments this one inherits from, nearest first (empty without a declared
+    /// parent). Read at connect; a new declaration takes effect when the subscriber restarts.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// println!("inherits from {:?}", config.parents());
+    /// # }
+    /// ```
+    pub fn parents(&self) -> Vec<String> {
+        self.parents
+            .iter()
+            .map(|p| p.shared.environment.to_string())
+            .collect()
     }
 
     /// The whole current snapshot; it stays the same for as long as it is held, so several reads

@@ -250,6 +250,23 @@ impl Snapshot {
         self.defaults = defaults;
         self.sections = OnceLock::new();
     }
+
+    /// This snapshot's version and defaults with other stored values (inheritance merges).
+    pub(crate) fn with_values(
+        &self,
+        values: impl IntoIterator<Item = (String, Value)>,
+    ) -> Snapshot {
+        Snapshot {
+            version: self.version,
+            values: values
+                .into_iter()
+                .map(|(k, v)| (Arc::from(k), Arc::new(v)))
+                .collect(),
+            defaults: Arc::clone(&self.defaults),
+            committed_at_us: self.committed_at_us,
+            sections: OnceLock::new(),
+        }
+    }
 }
 
 /// Puts `value` at the dotted `path` inside `root`, creating objects on the way. A value already

@@ -31,6 +31,9 @@ pub enum NoticeCause {
     Event,
     /// A full reload from KV (first load, gap, reconnect, or request).
     Resync,
+    /// A parent environment changed keys this environment inherits (its own version is
+    /// unchanged; author, reason and change id are the parent's).
+    Inherited,
 }
 
 /// A new version became visible to readers.

@@ -57,6 +57,9 @@ pub enum Command {
         env: String,
         /// One key (default: all).
         key: Option<String>,
+        /// Show where each value comes from: this environment, a parent, or the schema default.
+        #[arg(long)]
+        explain: bool,
     },
     /// Delete one key.
     Delete {
@@ -143,6 +146,66 @@ pub enum Command {
         #[arg(long)]
         wait_version: Option<u64>,
     },
+    /// Check a config repository offline (for CI): every file against its schema and the
+    /// naming, size and inheritance rules. No server needed.
+    Validate {
+        /// The repository: config/<namespace>/<env>.yaml and schemas/<namespace>.schema.json.
+        dir: PathBuf,
+        /// A namespace without a schema file is an error.
+        #[arg(long)]
+        require_schema: bool,
+    },
+    /// Deploy a config repository: one atomic change set per (namespace, environment) that
+    /// differs, with the git commit recorded.
+    Deploy {
+        /// The repository.
+        dir: PathBuf,
+        #[command(flatten)]
+        select: RepoSelect,
+        /// Print the plan as a diff; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete live keys that the files do not name.
+        #[arg(long)]
+        prune: bool,
+        /// Why (recorded in history; default: "deploy <commit>").
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List every live key that differs from the files, with who/when/why; exit code 10 when
+    /// there is drift.
+    Drift {
+        /// The repository.
+        dir: PathBuf,
+        #[command(flatten)]
+        select: RepoSelect,
+        /// Print a unified diff (for `git apply`) that brings the files to the live state.
+        #[arg(long)]
+        patch: bool,
+    },
+    /// Show, declare or remove the parent environment an environment inherits from.
+    Parent {
+        /// Namespace.
+        namespace: String,
+        /// The child environment.
+        env: String,
+        /// The parent environment (same namespace).
+        parent: Option<String>,
+        /// Stop inheriting.
+        #[arg(long, conflicts_with = "parent")]
+        clear: bool,
+    },
+}
+
+/// Which files of a repository a command acts on.
+#[derive(Debug, Args, Clone)]
+pub struct RepoSelect {
+    /// Only this environment.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Only this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
 }
 
 /// Options shared by commands that change config.
@@ -154,6 +217,10 @@ pub struct ChangeArgs {
     /// Commit only if the current version is this one.
     #[arg(long)]
     pub expect_version: Option<u64>,
+    /// Mark the change as an emergency override (needs --reason); `drift` flags it until
+    /// the files catch up.
+    #[arg(long)]
+    pub emergency: bool,
 }
 
 /// `mycosynth schema ...`
@@ -173,6 +240,14 @@ pub enum SchemaCommand {
     Get {
         /// Namespace.
         namespace: String,
+    },
+    /// Render a namespace's schema as Markdown: keys, types, constraints, defaults, descriptions.
+    Docs {
+        /// Namespace.
+        namespace: String,
+        /// Render this schema file instead of the stored schema (no server needed).
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 

@@ -74,6 +74,22 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
+        Command::Validate {
+            dir,
+            require_schema,
+        } => super::gitops::validate(&dir, require_schema, json),
+        Command::Schema(SchemaCommand::Docs {
+            namespace,
+            file: Some(file),
+        }) => super::gitops::schema_docs_file(&namespace, &file),
+        command @ (Command::Deploy { .. }
+        | Command::Drift { .. }
+        | Command::Parent { .. }
+        | Command::Get { explain: true, .. }
+        | Command::Schema(SchemaCommand::Docs { .. })) => {
+            let api = ApiClient::connect(&cli.nats_url, timeout).await?;
+            super::gitops::run(&api, command, &author, timeout, json).await
+        }
         command => {
             // Parse local input before connecting, so bad input fails fast and changes nothing.
             let request = build(command, &author)?;
@@ -103,6 +119,7 @@ fn change_request(
 ) -> ChangeRequest {
     ChangeRequest {
         expected_version: args.expect_version,
+        emergency: args.emergency,
         reason: args.reason,
         source,
         // One key per command invocation: the retries below reuse it.
@@ -177,6 +194,7 @@ fn build(command: Command, author: &str) -> Result<Request, CliError> {
             namespace,
             env,
             key,
+            ..
         } => Request::Get(GetRequest {
             namespace,
             environment: env,
@@ -199,7 +217,7 @@ fn build(command: Command, author: &str) -> Result<Request, CliError> {
             to,
             dry_run,
             change,
-        } => Request::Rollback(RollbackRequest {
+        } if !change.emergency => Request::Rollback(RollbackRequest {
             namespace,
             environment: env,
             to_version: to,
@@ -231,7 +249,13 @@ fn build(command: Command, author: &str) -> Result<Request, CliError> {
         Command::Schema(SchemaCommand::Get { namespace }) => {
             Request::SchemaGet(SchemaGetRequest { namespace })
         }
-        Command::Serve(_) | Command::Watch { .. } | Command::Status { .. } => {
+        Command::Rollback { .. } => {
+            return Err(CliError::Local(
+                exit::USAGE,
+                "a rollback cannot be marked --emergency".into(),
+            ))
+        }
+        _ => {
             return Err(CliError::Local(
                 exit::INTERNAL,
                 "not a request command".into(),
@@ -334,8 +358,21 @@ async fn send(
                 } else {
                     format!(" — {}", set.meta.reason)
                 };
+                let marks = format!(
+                    "{}{}",
+                    if set.meta.emergency {
+                        ", EMERGENCY"
+                    } else {
+                        ""
+                    },
+                    set.meta
+                        .git_commit
+                        .as_deref()
+                        .map(|c| format!(", git {c}"))
+                        .unwrap_or_default()
+                );
                 println!(
-                    "v{}  {}  {}  [{}]{}",
+                    "v{}  {}  {}  [{}{marks}]{}",
                     set.version,
                     set.meta.time,
                     set.meta.author,
@@ -358,6 +395,12 @@ async fn send(
                 print_json(&outcome);
             } else {
                 println!("schema of {} stored", request.namespace);
+                if !outcome.added_keys.is_empty() {
+                    println!("added keys: {}", outcome.added_keys.join(", "));
+                }
+                if !outcome.removed_keys.is_empty() {
+                    println!("removed keys: {}", outcome.removed_keys.join(", "));
+                }
                 for v in &outcome.forced_violations {
                     println!(
                         "warning (forced): key {:?} breaks rule {:?}: {}",
@@ -465,8 +508,11 @@ async fn watch(
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
                 };
                 let snapshot = config.snapshot();
-                let values: BTreeMap<&str, Option<&Value>> =
-                    notice.keys.iter().map(|k| (k.as_str(), snapshot.raw(k).map(|(v, _)| v))).collect();
+                let values: BTreeMap<&str, Option<Value>> = match notice.cause {
+                    // Inherited keys are not in this environment's own snapshot.
+                    NoticeCause::Inherited => notice.keys.iter().map(|k| (k.as_str(), config.get::<Value>(k).ok())).collect(),
+                    _ => notice.keys.iter().map(|k| (k.as_str(), snapshot.raw(k).map(|(v, _)| v.clone()))).collect(),
+                };
                 let delay_us = (notice.committed_at_us > 0).then(|| notice.applied_at_us - notice.committed_at_us);
                 if json {
                     print_json(&serde_json::json!({
@@ -476,7 +522,7 @@ async fn watch(
                         "author": notice.author,
                         "reason": notice.reason,
                         "change_id": notice.change_id,
-                        "cause": match notice.cause { NoticeCause::Event => "event", NoticeCause::Resync => "resync" },
+                        "cause": match notice.cause { NoticeCause::Event => "event", NoticeCause::Resync => "resync", NoticeCause::Inherited => "inherited" },
                         "committed_at_us": notice.committed_at_us,
                         "applied_at_us": notice.applied_at_us,
                         "delay_us": delay_us,

@@ -24,12 +24,14 @@ pub const UNAVAILABLE: u8 = 7;
 pub const INPUT: u8 = 8;
 /// `status --wait-version`: not every live instance holds the version before the timeout.
 pub const NOT_CONVERGED: u8 = 9;
+/// `drift`: live config differs from the files.
+pub const DRIFT: u8 = 10;
 
 /// The table printed by `mycosynth --help`.
 pub const EXIT_CODES_HELP: &str =
     "Exit codes: 0 ok, 1 internal error, 2 usage, 3 validation failed, \
 4 version conflict, 5 access denied, 6 not found, 7 service unavailable, 8 input file unreadable, \
-9 not converged (status --wait-version)";
+9 not converged (status --wait-version), 10 drift found (drift)";
 
 /// A CLI failure: the API's error, or a local one with its code.
 #[derive(Debug)]

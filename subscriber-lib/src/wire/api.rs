@@ -44,6 +44,9 @@ pub struct ChangeRequest {
     /// first outcome and never applied twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Mark the change as an emergency override (recorded in its metadata; needs a reason).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emergency: bool,
 }
 
 impl ChangeRequest {
@@ -74,6 +77,7 @@ impl ChangeRequest {
             dry_run: false,
             replace: false,
             request_id: None,
+            emergency: false,
         }
     }
 }
@@ -252,6 +256,9 @@ pub struct GetOutcome {
     pub version: u64,
     /// The values with their metadata, sorted by key.
     pub values: Vec<(String, ValueRecord)>,
+    /// The environment this one inherits from, if it declares one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// Change-set history, newest first.
@@ -267,6 +274,12 @@ pub struct SchemaPushOutcome {
     /// Violations of the new schema by live config that `force` let through.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forced_violations: Vec<Violation>,
+    /// Keys the new schema defines that the previous one did not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added_keys: Vec<String>,
+    /// Keys the previous schema defined that the new one does not (none of them set live).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_keys: Vec<String>,
 }
 
 /// The body of every reply: `{"ok": ...}` or `{"error": ...}`.

@@ -45,6 +45,8 @@ pub mod endpoint {
     pub const SCHEMA_GET: &str = "schema-get";
     /// Which instances hold which version.
     pub const STATUS: &str = "status";
+    /// Declare (or remove) the parent of an environment.
+    pub const PARENT: &str = "parent";
 }
 
 /// The reserved segment under which per-(namespace, environment) metadata is kept.
@@ -52,6 +54,7 @@ pub const META_SEGMENT: &str = "_meta";
 const HEAD_SUFFIX: &str = "_meta.head";
 const HISTORY_PREFIX: &str = "_history";
 const REQUESTS_PREFIX: &str = "_requests";
+const PARENT_SUFFIX: &str = "_meta.parent";
 
 /// KV key of a config value: `<namespace>.<env>.<key>`.
 pub fn value_key(ns: &Namespace, env: &Environment, key: &str) -> String {
@@ -72,6 +75,13 @@ pub fn history_key(ns: &Namespace, env: &Environment, version: u64) -> String {
 /// with the same key is answered from it instead of being applied again).
 pub fn request_key(ns: &Namespace, env: &Environment, request_id: &str) -> String {
     format!("{REQUESTS_PREFIX}.{ns}.{env}.{request_id}")
+}
+
+/// KV key of the parent declaration of an environment (a [`ParentRecord`](super::ParentRecord)):
+/// `<namespace>.<env>._meta.parent`. It sits under the environment's own prefix, so a service
+/// allowed to read its namespace can read the whole parent chain.
+pub fn parent_key(ns: &Namespace, env: &Environment) -> String {
+    format!("{ns}.{env}.{PARENT_SUFFIX}")
 }
 
 /// KV key filter matching every value and the head of a namespace/environment.

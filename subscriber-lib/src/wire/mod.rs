@@ -8,6 +8,7 @@
 mod api;
 mod event;
 mod fleet;
+mod inherit;
 mod layout;
 mod names;
 mod records;
@@ -15,6 +16,7 @@ mod records;
 pub use api::*;
 pub use event::*;
 pub use fleet::*;
+pub use inherit::*;
 pub use layout::*;
 pub use names::*;
 pub use records::*;
@@ -52,6 +54,16 @@ mod contract_tests {
             "_history.payment-service.production.*"
         );
         assert_eq!(heads_filter(&ns()), "payment-service.*._meta.head");
+        assert_eq!(
+            parent_key(&ns(), &env()),
+            "payment-service.production._meta.parent"
+        );
+        assert_eq!(
+            classify_state_key(&ns(), &env(), &parent_key(&ns(), &env())),
+            Some(StateEntry::OtherMeta),
+            "readers of older versions ignore the parent declaration"
+        );
+        assert_eq!(api_subject(endpoint::PARENT), "mycosynth.api.parent");
         assert_eq!(kv_subject(CONFIG_BUCKET, "a.b"), "$KV.mycosynth-config.a.b");
         assert_eq!(kv_stream(CONFIG_BUCKET), "KV_mycosynth-config");
         assert_eq!(
@@ -132,6 +144,7 @@ mod contract_tests {
             source: ChangeSource::Cli,
             git_commit: None,
             request_id: None,
+            emergency: false,
         };
         let record = ValueRecord {
             value: serde_json::json!(50),
@@ -166,6 +179,29 @@ mod contract_tests {
         );
         let back: ChangeSetRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, set, "null value and deletion must stay distinct");
+    }
+
+    #[test]
+    fn inheritance_and_emergency_records_are_pinned() {
+        let record = ParentRecord {
+            parent: "production".into(),
+            author: "alice".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            r#"{"parent":"production","author":"alice","time":"2026-01-01T00:00:00Z"}"#
+        );
+        let meta: ChangeMeta = serde_json::from_str(
+            r#"{"change_id":"c","author":"a","time":"t","time_us":1,"source":"cli","emergency":true}"#,
+        )
+        .unwrap();
+        assert!(meta.emergency);
+        let plain = ChangeMeta {
+            emergency: false,
+            ..meta.clone()
+        };
+        assert!(!serde_json::to_string(&plain).unwrap().contains("emergency"));
     }
 
     #[test]

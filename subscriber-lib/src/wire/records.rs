@@ -52,6 +52,10 @@ pub struct ChangeMeta {
     /// The client's idempotency key, when it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// An emergency override (`set --emergency`): a live change made outside the Git flow,
+    /// which `mycosynth drift` flags until the files catch up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emergency: bool,
 }
 
 /// KV value of `_requests.<namespace>.<env>.<request id>`: the version a request produced.

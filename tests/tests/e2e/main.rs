@@ -10,10 +10,13 @@
 //! - `resilience`: faults injected into real processes; last-known-good cache; backoff.
 //! - `ha`: a three-node cluster and two validators losing members under steady writes.
 //! - `fleet`: receipts from subscriber processes, `mycosynth status`, stale and rejecting instances.
+//! - `gitops`: config as code with a temporary git repository: validate, deploy, drift, schema
+//!   compatibility and docs, environment inheritance.
 
 mod change_path;
 mod concurrency;
 mod fleet;
+mod gitops;
 mod ha;
 mod resilience;
 mod rollback;
@@ -129,6 +132,7 @@ pub async fn commit_bypassing_validator(
         source: ChangeSource::Api,
         git_commit: None,
         request_id: None,
+        emergency: false,
     };
     let change = KeyChange {
         key: key.into(),

@@ -15,7 +15,7 @@ async fn invalid_input_is_refused_and_changes_nothing() {
     let url = nats.url();
     let out = run_cli(&url, &["schema", "push", "payment-service", &schema_path()]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let example = mycosynth_testkit::repo_root().join("schemas/payment-service.production.yaml");
+    let example = mycosynth_testkit::repo_root().join("config/payment-service/production.yaml");
     let out = run_cli(
         &url,
         &[
