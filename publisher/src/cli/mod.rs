@@ -4,6 +4,7 @@
 pub mod args;
 pub mod commands;
 pub mod exit;
+pub mod identity;
 
 pub use args::Cli;
 pub use commands::run;

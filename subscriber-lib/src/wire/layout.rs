@@ -45,6 +45,10 @@ pub mod endpoint {
     pub const SCHEMA_GET: &str = "schema-get";
     /// Which instances hold which version.
     pub const STATUS: &str = "status";
+    /// Read the access policy (admins).
+    pub const POLICY_GET: &str = "policy-get";
+    /// Replace the access policy (admins).
+    pub const POLICY_SET: &str = "policy-set";
 }
 
 /// The reserved segment under which per-(namespace, environment) metadata is kept.

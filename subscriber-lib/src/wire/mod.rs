@@ -6,6 +6,7 @@
 //! their bytes so that a change to the wire is a deliberate, visible one.
 
 mod api;
+mod auth;
 mod event;
 mod fleet;
 mod layout;
@@ -13,6 +14,7 @@ mod names;
 mod records;
 
 pub use api::*;
+pub use auth::*;
 pub use event::*;
 pub use fleet::*;
 pub use layout::*;

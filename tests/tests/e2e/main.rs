@@ -10,6 +10,7 @@
 //! - `resilience`: faults injected into real processes; last-known-good cache; backoff.
 //! - `ha`: a three-node cluster and two validators losing members under steady writes.
 //! - `fleet`: receipts from subscriber processes, `mycosynth status`, stale and rejecting instances.
+//! - `security`: the shipped secure config: permission matrix, signed requests, the policy.
 
 mod change_path;
 mod concurrency;
@@ -17,6 +18,7 @@ mod fleet;
 mod ha;
 mod resilience;
 mod rollback;
+mod security;
 mod service;
 mod subscriber;
 mod validation;
