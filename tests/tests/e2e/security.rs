@@ -661,3 +661,169 @@ async fn policy_decides_per_namespace_and_environment_and_is_shared_by_validator
         Some(5)
     );
 }
+
+/// A CA and certificates it signs, written as PEM files into `dir`.
+struct Pki {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_file: std::path::PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &std::path::Path, name: &str) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("ca cert");
+        let ca_file = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&ca_file, cert.pem()).expect("write ca");
+        Pki {
+            issuer: rcgen::Issuer::new(params, key),
+            ca_file,
+        }
+    }
+
+    /// A leaf certificate for `names`; returns (cert file, key file).
+    fn leaf(
+        &self,
+        dir: &std::path::Path,
+        file: &str,
+        names: &[&str],
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, file);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let (cert_file, key_file) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}-key.pem")),
+        );
+        std::fs::write(&cert_file, cert.pem()).expect("write cert");
+        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+        (
+            cert_file.display().to_string(),
+            key_file.display().to_string(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_generated_ca_and_untrusted_clients_refused() {
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path(), "mycosynth");
+    let (server_cert, server_key) = pki.leaf(
+        dir.path(),
+        "server",
+        &["127.0.0.1", "localhost"],
+        ServerAuth,
+    );
+    let (client_cert, client_key) = pki.leaf(dir.path(), "client", &["alice"], ClientAuth);
+    let stranger = Pki::new(dir.path(), "stranger");
+    let (bad_cert, bad_key) = stranger.leaf(dir.path(), "untrusted", &["alice"], ClientAuth);
+    let ca = pki.ca_file.display().to_string();
+
+    // The shipped tls.conf block, pointed at the generated files.
+    let tls = std::fs::read_to_string(mycosynth_testkit::repo_root().join("nats/secure/tls.conf"))
+        .expect("tls.conf")
+        .replace("certs/server.pem", &server_cert)
+        .replace("certs/server-key.pem", &server_key)
+        .replace("certs/ca.pem", &ca);
+    let nats = NatsServer::start_secure_with(&tls);
+    let url = nats.url();
+    let tls_env = |identity: &str| {
+        let mut env = mycosynth_testkit::identity_env(identity);
+        env.extend([
+            ("MYCOSYNTH_TLS_CA".to_owned(), ca.clone()),
+            ("MYCOSYNTH_TLS_CERT".to_owned(), client_cert.clone()),
+            ("MYCOSYNTH_TLS_KEY".to_owned(), client_key.clone()),
+        ]);
+        env
+    };
+    let admin = format!("admin={}", mycosynth_testkit::dev_public_key("admin"));
+    let _validator = Validator::start_with_env(
+        &url,
+        &["--auth", "signed", "--admin", &admin],
+        &tls_env("validator"),
+    );
+
+    // The CLI over TLS, with the CA and a client certificate.
+    let args = [
+        "--tls-ca",
+        &ca,
+        "--tls-cert",
+        &client_cert,
+        "--tls-key",
+        &client_key,
+        "set",
+        NS_A,
+        ENV,
+        "db.pool",
+        "3",
+    ];
+    let out = run_as(&url, Some("admin"), &args).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A service over TLS loads its namespace.
+    let trusted = Credentials::default()
+        .with_nkey_file(dev_seed_file("svc-payment-service"))
+        .expect("seed")
+        .with_tls_ca(&pki.ca_file);
+    let config = Subscriber::builder(NS_A, ENV)
+        .nats_url(&url)
+        .credentials(
+            trusted
+                .clone()
+                .with_tls_client_cert(&client_cert, &client_key),
+        )
+        .connect()
+        .await
+        .expect("service connects over TLS");
+    assert_eq!(config.get::<u64>("db.pool").ok(), Some(3));
+
+    // A client certificate from another CA, or none at all, is refused by the server.
+    let untrusted = trusted.clone().with_tls_client_cert(&bad_cert, &bad_key);
+    let refused = untrusted
+        .apply(async_nats::ConnectOptions::new())
+        .connect(&url)
+        .await;
+    assert!(
+        refused.is_err(),
+        "a certificate of an unknown CA is accepted"
+    );
+    let refused = trusted
+        .apply(async_nats::ConnectOptions::new())
+        .connect(&url)
+        .await;
+    assert!(refused.is_err(), "a client without certificate is accepted");
+    assert!(
+        nats.wait_log("TLS handshake error", Duration::from_secs(5)),
+        "the server logged no TLS refusal"
+    );
+    // And the CLI reports it as unavailable.
+    let args = [
+        "--tls-ca",
+        &ca,
+        "--tls-cert",
+        &bad_cert,
+        "--tls-key",
+        &bad_key,
+        "get",
+        NS_A,
+        ENV,
+    ];
+    let out = run_as(&url, Some("admin"), &args).await;
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+}
