@@ -58,7 +58,10 @@ impl Caller {
     pub fn may(&self, action: &str, role: Role, scope: Scope<'_>) -> Result<(), Failure> {
         match &self.identity {
             None => Ok(()),
-            Some(identity) => crate::policy::check(&self.policy, identity, action, role, scope),
+            Some(identity) => crate::policy::check(&self.policy, identity, action, role, scope)
+                .inspect_err(|denied| {
+                    tracing::warn!(identity = %identity, action, reason = %denied.message, "request denied by the policy");
+                }),
         }
     }
 

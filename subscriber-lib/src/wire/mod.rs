@@ -33,6 +33,33 @@ mod contract_tests {
     }
 
     #[test]
+    fn identity_names_are_pinned() {
+        assert_eq!(
+            [HEADER_KEY, HEADER_TIME, HEADER_NONCE, HEADER_SIGNATURE],
+            [
+                "Mycosynth-Key",
+                "Mycosynth-Time",
+                "Mycosynth-Nonce",
+                "Mycosynth-Signature"
+            ]
+        );
+        assert_eq!((POLICY_BUCKET, POLICY_KEY), ("mycosynth-policy", "policy"));
+        assert_eq!(
+            (endpoint::POLICY_GET, endpoint::POLICY_SET),
+            ("policy-get", "policy-set")
+        );
+        assert_eq!(inbox_prefix("UKEY"), "_INBOX_UKEY");
+        let policy: Policy = serde_json::from_str(
+            r#"{"identities":{"a":{"public_key":"UA"}},"grants":[{"identity":"a","role":"admin","namespace":"*","environment":"*"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&policy).unwrap(),
+            r#"{"identities":{"a":{"public_key":"UA"}},"grants":[{"identity":"a","role":"admin","namespace":"*","environment":"*"}]}"#
+        );
+    }
+
+    #[test]
     fn subjects_and_keys_are_pinned() {
         assert_eq!(CONFIG_BUCKET, "mycosynth-config");
         assert_eq!(SCHEMA_BUCKET, "mycosynth-schemas");
