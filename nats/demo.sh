@@ -2,6 +2,8 @@
 # The demo: provisions nats-server, starts it and the validator, pushes the example schema and
 # config, starts an example service that subscribes, changes a value with the CLI, and shows the
 # service holding it with the measured delay. Everything it starts is stopped on exit.
+# It runs on the secure config (nats/secure/: nkey identities, subject permissions, signed
+# requests, the access policy) with the DEV-ONLY credentials of nats/secure/dev-credentials/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -23,19 +25,26 @@ trap cleanup EXIT
 
 port="${MYCOSYNTH_DEMO_PORT:-14222}"
 export MYCOSYNTH_NATS_URL="nats://127.0.0.1:$port"
-export MYCOSYNTH_AUTHOR="demo-operator"
-sed -e "s|127.0.0.1:4222|127.0.0.1:$port|" -e "s|^http: .*||" -e "s|.tools/nats-data|$work/jetstream|" \
-  nats/dev.conf > "$work/nats.conf"
+creds="$root/nats/secure/dev-credentials"
+# Every CLI command below runs as the identity `admin` unless it says otherwise.
+export MYCOSYNTH_NKEY_FILE="$creds/admin.nk"
+sed -e "s|127.0.0.1:4222|127.0.0.1:$port|" -e "s|^http: .*||" -e "s|.tools/nats-data-secure|$work/jetstream|" \
+  nats/secure/server.conf > "$work/nats.conf"
+cp nats/secure/users.conf "$work/users.conf"
 
 echo "==> starting nats-server ($("$nats_server" --version)) on 127.0.0.1:$port"
 "$nats_server" -c "$work/nats.conf" > "$work/nats.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q "Server is ready" "$work/nats.log" && break; sleep 0.1; done
 
-echo "==> starting the validator (metrics on http://127.0.0.1:19464/metrics)"
-NO_COLOR=1 "$bin" serve --http 127.0.0.1:19464 > "$work/validator.log" 2>&1 &
+echo "==> starting the validator as identity 'validator', signed mode, 'admin' bootstraps the policy"
+MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" serve --http 127.0.0.1:19464 \
+  --auth signed --admin "admin=$(cat "$creds/admin.pub")" > "$work/validator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q "ready" "$work/validator.log" && break; sleep 0.1; done
+
+echo "==> mycosynth policy set nats/secure/dev-policy.json   (as admin: alice may write payment-* in staging only)"
+"$bin" policy set nats/secure/dev-policy.json
 
 echo "==> mycosynth schema push payment-service schemas/payment-service.schema.json"
 "$bin" schema push payment-service schemas/payment-service.schema.json
@@ -45,7 +54,7 @@ echo "==> mycosynth deploy .   (one atomic change set per namespace/environment,
 "$bin" deploy . --reason "initial config"
 
 echo "==> starting the example service (subscriber crate)"
-"$example" "$MYCOSYNTH_NATS_URL" > "$work/service.log" 2>&1 &
+MYCOSYNTH_NKEY_FILE="$creds/svc-payment-service.nk" "$example" "$MYCOSYNTH_NATS_URL" > "$work/service.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q "started" "$work/service.log" && break; sleep 0.1; done
 cat "$work/service.log"
@@ -60,6 +69,11 @@ echo "==> mycosynth status payment-service production --wait-version 2   (did it
 
 echo "==> an invalid change is refused (exit code 3) and changes nothing:"
 "$bin" set payment-service production database.pool_size 0 || echo "    (exit code $?)"
+
+echo "==> as alice: a production change is refused by the policy (exit code 5), nothing changes:"
+MYCOSYNTH_NKEY_FILE="$creds/alice.nk" "$bin" set payment-service production database.pool_size 90 || echo "    (exit code $?)"
+echo "==> without credentials the NATS server itself refuses the connection (exit code 7):"
+env -u MYCOSYNTH_NKEY_FILE "$bin" get payment-service production || echo "    (exit code $?)"
 
 echo "==> mycosynth rollback payment-service production --to 1"
 "$bin" rollback payment-service production --to 1

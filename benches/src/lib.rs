@@ -31,6 +31,7 @@ impl Stack {
             require_schema: false,
             replicas: 1,
             fleet: Default::default(),
+            security: Default::default(),
         };
         tokio::spawn(async move {
             let shutdown = async {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use mycosynth_subscriber::wire::{api_subject, ApiError, ErrorKind, Reply};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -12,6 +13,18 @@ use serde::Serialize;
 pub struct ApiClient {
     client: async_nats::Client,
     timeout: Duration,
+    /// Signs every request when set (validators in signed mode refuse unsigned ones).
+    signer: Option<Signer>,
+}
+
+/// An identity's key pair, used to sign requests.
+#[derive(Clone)]
+struct Signer(nkeys::KeyPair);
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({})", self.0.public_key())
+    }
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> ApiError {
@@ -32,12 +45,47 @@ impl ApiClient {
                 format!("cannot connect to NATS at {urls}: {e}"),
             )
         })?;
-        Ok(ApiClient { client, timeout })
+        Ok(ApiClient {
+            client,
+            timeout,
+            signer: None,
+        })
+    }
+
+    /// Connects with `credentials`; with an nkey, every request is signed with it.
+    pub async fn connect_with(
+        urls: &str,
+        timeout: Duration,
+        credentials: &mycosynth_subscriber::Credentials,
+    ) -> Result<ApiClient, ApiError> {
+        let client = crate::connect_with(urls, "mycosynth-cli", credentials)
+            .await
+            .map_err(|e| {
+                error(
+                    ErrorKind::Unavailable,
+                    format!("cannot connect to NATS at {urls}: {e}"),
+                )
+            })?;
+        Ok(ApiClient {
+            client,
+            timeout,
+            signer: credentials.key_pair().map(Signer),
+        })
     }
 
     /// Wraps an existing connection.
     pub fn new(client: async_nats::Client, timeout: Duration) -> ApiClient {
-        ApiClient { client, timeout }
+        ApiClient {
+            client,
+            timeout,
+            signer: None,
+        }
+    }
+
+    /// Signs every request with `key` from now on.
+    pub fn signing_with(mut self, key: nkeys::KeyPair) -> ApiClient {
+        self.signer = Some(Signer(key));
+        self
     }
 
     /// Like [`ApiClient::call`], but retries while the answer is "unavailable" (no validator
@@ -59,6 +107,7 @@ impl ApiClient {
             let once = ApiClient {
                 client: self.client.clone(),
                 timeout: self.timeout.min(left.max(Duration::from_millis(100))),
+                signer: self.signer.clone(),
             };
             match once.call(endpoint, request).await {
                 Err(err)
@@ -86,7 +135,17 @@ impl ApiClient {
         let body =
             serde_json::to_vec(request).map_err(|e| error(ErrorKind::BadRequest, e.to_string()))?;
         let subject = api_subject(endpoint);
-        let reply = tokio::time::timeout(self.timeout, self.client.request(subject, body.into()))
+        let sent = match &self.signer {
+            Some(Signer(key)) => {
+                let headers = crate::auth::sign(key, &subject, &body)
+                    .map_err(|e| error(ErrorKind::Internal, e))?;
+                self.client
+                    .request_with_headers(subject, headers, body.into())
+                    .boxed()
+            }
+            None => self.client.request(subject, body.into()).boxed(),
+        };
+        let reply = tokio::time::timeout(self.timeout, sent)
             .await
             .map_err(|_| {
                 error(

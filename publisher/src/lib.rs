@@ -10,6 +10,8 @@
 //! - [`client`]: the request/reply client the CLI and other programs use.
 //! - [`http`]: `/metrics` and `/health`.
 
+pub mod access;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod committer;
@@ -17,6 +19,7 @@ pub mod fleet;
 pub mod gitops;
 pub mod http;
 pub mod inherit;
+pub mod policy;
 pub mod schema;
 pub mod schema_docs;
 pub mod service;
@@ -26,6 +29,15 @@ pub mod validate;
 /// Connects to NATS (comma-separated URLs), naming the connection; retries the first connection
 /// for a few seconds so that a validator started together with its server does not exit.
 pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client, String> {
+    connect_with(urls, name, &mycosynth_subscriber::Credentials::default()).await
+}
+
+/// [`connect`] with credentials (nkey, TLS).
+pub async fn connect_with(
+    urls: &str,
+    name: &str,
+    credentials: &mycosynth_subscriber::Credentials,
+) -> Result<async_nats::Client, String> {
     let addrs: Vec<async_nats::ServerAddr> = urls
         .split(',')
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
@@ -37,7 +49,8 @@ pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client, Strin
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(2),
     );
-    async_nats::ConnectOptions::new()
+    credentials
+        .apply(async_nats::ConnectOptions::new())
         .name(name)
         .connection_timeout(std::time::Duration::from_secs(3))
         .reconnect_delay_callback(move |attempt| match attempt {

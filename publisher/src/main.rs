@@ -21,7 +21,12 @@ async fn main() -> ExitCode {
             } else {
                 logs.init();
             }
+            let security = match cli::identity::security(&cli, args) {
+                Ok(security) => security,
+                Err(err) => return cli::exit::report(&err, false),
+            };
             let config = mycosynth::service::ValidatorConfig {
+                security,
                 nats_url: cli.nats_url.clone(),
                 http_addr: Some(args.http),
                 require_schema: args.require_schema,

@@ -19,12 +19,16 @@ use mycosynth_subscriber::wire::{
     SchemaPushRequest, SchemaRecord, StatusOutcome, StatusRequest, ValueRecord, Violation,
     EVENT_FORMAT, MAX_REQUEST_BYTES,
 };
+use mycosynth_subscriber::wire::{PolicyGetRequest, PolicySetRequest, Role};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::access::{Access, SecurityConfig};
+use crate::auth::Caller;
 use crate::committer::{self, HeadExpected};
 use crate::fleet::{Fleet, FleetOptions};
+use crate::policy::Scope;
 use crate::schema::Schema;
 use crate::store::{BucketOptions, Commit, State, Store, StoreError};
 use crate::validate;
@@ -42,6 +46,8 @@ pub struct ValidatorConfig {
     pub replicas: usize,
     /// When instances of the fleet view count as stale, and when they are forgotten.
     pub fleet: FleetOptions,
+    /// Authentication, authorization and the validator's own NATS credentials.
+    pub security: SecurityConfig,
 }
 
 /// Why the validator could not start or stopped.
@@ -79,12 +85,16 @@ pub async fn run(
     ready: impl FnOnce(Option<SocketAddr>),
 ) -> Result<(), ServeError> {
     let metrics = crate::http::install_metrics().map_err(ServeError::Start)?;
-    let client = crate::connect(&config.nats_url, "mycosynth-validator")
-        .await
-        .map_err(|message| ServeError::Connect {
-            url: config.nats_url.clone(),
-            message,
-        })?;
+    let client = crate::connect_with(
+        &config.nats_url,
+        "mycosynth-validator",
+        &config.security.credentials,
+    )
+    .await
+    .map_err(|message| ServeError::Connect {
+        url: config.nats_url.clone(),
+        message,
+    })?;
     let replicas = match config.replicas {
         // Auto: three replicas when the server is part of a cluster of three or more.
         0 if client.server_info().connect_urls.len() >= 3 => 3,
@@ -92,8 +102,10 @@ pub async fn run(
         n => n,
     };
     let store = open_store(&client, BucketOptions { replicas }).await?;
+    let access = Access::open(&store, &config.security, BucketOptions { replicas }).await?;
     let validator = Arc::new(Validator {
         store,
+        access,
         require_schema: config.require_schema,
         fleet: Fleet::new(config.fleet),
         slots: Mutex::new(HashMap::new()),
@@ -133,6 +145,8 @@ pub async fn run(
         endpoint::SCHEMA_GET,
         endpoint::STATUS,
         endpoint::PARENT,
+        endpoint::POLICY_GET,
+        endpoint::POLICY_SET,
     ] {
         let mut requests = group
             .endpoint(name)
@@ -209,9 +223,9 @@ async fn open_store(
 }
 
 /// A failed request, before it is written as a reply.
-type Failure = ApiError;
+pub type Failure = ApiError;
 
-fn failure(kind: ErrorKind, message: impl Into<String>) -> Failure {
+pub(crate) fn failure(kind: ErrorKind, message: impl Into<String>) -> Failure {
     ApiError {
         kind,
         message: message.into(),
@@ -220,7 +234,7 @@ fn failure(kind: ErrorKind, message: impl Into<String>) -> Failure {
     }
 }
 
-fn invalid(violations: Vec<Violation>) -> Failure {
+pub(crate) fn invalid(violations: Vec<Violation>) -> Failure {
     let message = match violations.as_slice() {
         [one] => one.message.clone(),
         many => format!("{} rules broken; first: {}", many.len(), many[0].message),
@@ -270,6 +284,8 @@ type Slot = Arc<AsyncMutex<Option<State>>>;
 
 struct Validator {
     store: Store,
+    /// Who may do what (the stored policy) and who is asking.
+    access: Access,
     /// What subscriber instances reported.
     fleet: Fleet,
     require_schema: bool,
@@ -287,18 +303,56 @@ impl Validator {
     async fn serve(&self, name: &'static str, request: async_nats::service::Request) {
         let started = Instant::now();
         let body = request.message.payload.clone();
-        let reply = match name {
-            endpoint::CHANGE => encode(self.change(parse::<ChangeRequest>(&body)).await),
-            endpoint::ROLLBACK => encode(self.rollback(parse::<RollbackRequest>(&body)).await),
-            endpoint::GET => encode(self.get(parse::<GetRequest>(&body)).await),
-            endpoint::HISTORY => encode(self.history(parse::<HistoryRequest>(&body)).await),
-            endpoint::SCHEMA_PUSH => {
-                encode(self.schema_push(parse::<SchemaPushRequest>(&body)).await)
+        let caller = self.access.authenticate(&request.message).await;
+        let reply = match (name, caller) {
+            (_, Err(denied)) => {
+                tracing::warn!(endpoint = name, reason = %denied.message, "request refused: authentication failed");
+                encode::<()>(Err(denied))
             }
-            endpoint::SCHEMA_GET => encode(self.schema_get(parse::<SchemaGetRequest>(&body)).await),
-            endpoint::STATUS => encode(self.status(parse::<StatusRequest>(&body)).await),
-            endpoint::PARENT => encode(match parse::<ParentRequest>(&body) {
-                Ok(request) => crate::inherit::declare(&self.store, request).await,
+            (endpoint::CHANGE, Ok(c)) => {
+                encode(self.change(&c, parse::<ChangeRequest>(&body)).await)
+            }
+            (endpoint::ROLLBACK, Ok(c)) => {
+                encode(self.rollback(&c, parse::<RollbackRequest>(&body)).await)
+            }
+            (endpoint::GET, Ok(c)) => encode(self.get(&c, parse::<GetRequest>(&body)).await),
+            (endpoint::HISTORY, Ok(c)) => {
+                encode(self.history(&c, parse::<HistoryRequest>(&body)).await)
+            }
+            (endpoint::SCHEMA_PUSH, Ok(c)) => encode(
+                self.schema_push(&c, parse::<SchemaPushRequest>(&body))
+                    .await,
+            ),
+            (endpoint::SCHEMA_GET, Ok(c)) => {
+                encode(self.schema_get(&c, parse::<SchemaGetRequest>(&body)).await)
+            }
+            (endpoint::STATUS, Ok(c)) => {
+                encode(self.status(&c, parse::<StatusRequest>(&body)).await)
+            }
+            (endpoint::POLICY_GET, Ok(c)) => encode(
+                self.access
+                    .policy_get(&c, parse::<PolicyGetRequest>(&body))
+                    .await,
+            ),
+            (endpoint::POLICY_SET, Ok(c)) => encode(
+                self.access
+                    .policy_set(&c, parse::<PolicySetRequest>(&body))
+                    .await,
+            ),
+            (endpoint::PARENT, Ok(c)) => encode(match parse::<ParentRequest>(&body) {
+                Ok(mut request) => {
+                    match c.may(
+                        "declare a parent",
+                        Role::Write,
+                        Scope::Env(&request.namespace, &request.environment),
+                    ) {
+                        Ok(()) => {
+                            request.author = c.author(request.author);
+                            crate::inherit::declare(&self.store, request).await
+                        }
+                        Err(denied) => Err(denied),
+                    }
+                }
                 Err(err) => Err(err),
             }),
             _ => encode::<()>(Err(failure(
@@ -360,6 +414,7 @@ impl Validator {
 
     async fn change(
         &self,
+        caller: &Caller,
         request: Result<ChangeRequest, Failure>,
     ) -> Result<ChangeOutcome, Failure> {
         let request = request?;
@@ -372,10 +427,11 @@ impl Validator {
                 message: "an emergency override needs a --reason".into(),
             }]));
         }
+        caller.may("change", Role::Write, Scope::Env(ns.as_str(), env.as_str()))?;
         let only_deletes =
             !request.changes.is_empty() && request.changes.iter().all(|c| c.value.is_none());
         let attribution = Attribution {
-            author: request.author,
+            author: caller.author(request.author),
             reason: request.reason,
             source: request.source,
             git_commit: request.git_commit,
@@ -407,11 +463,17 @@ impl Validator {
 
     async fn rollback(
         &self,
+        caller: &Caller,
         request: Result<RollbackRequest, Failure>,
     ) -> Result<ChangeOutcome, Failure> {
         let request = request?;
         let (ns, env) =
             validate::names(&request.namespace, &request.environment).map_err(invalid)?;
+        caller.may(
+            "roll back",
+            Role::Write,
+            Scope::Env(ns.as_str(), env.as_str()),
+        )?;
         let history = self.store.history(&ns, &env).await.map_err(from_store)?;
         let latest = history.last().map_or(0, |s| s.version);
         if request.to_version > latest {
@@ -435,7 +497,7 @@ impl Validator {
             request.reason
         };
         let attribution = Attribution {
-            author: request.author,
+            author: caller.author(request.author),
             reason,
             source: ChangeSource::Rollback,
             git_commit: None,
@@ -714,10 +776,15 @@ impl Validator {
         }))
     }
 
-    async fn get(&self, request: Result<GetRequest, Failure>) -> Result<GetOutcome, Failure> {
+    async fn get(
+        &self,
+        caller: &Caller,
+        request: Result<GetRequest, Failure>,
+    ) -> Result<GetOutcome, Failure> {
         let request = request?;
         let (ns, env) =
             validate::names(&request.namespace, &request.environment).map_err(invalid)?;
+        caller.may("read", Role::Read, Scope::Env(ns.as_str(), env.as_str()))?;
         let state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
         let values: Vec<(String, ValueRecord)> = match &request.key {
             Some(key) => match state.values.get(key) {
@@ -746,11 +813,17 @@ impl Validator {
 
     async fn history(
         &self,
+        caller: &Caller,
         request: Result<HistoryRequest, Failure>,
     ) -> Result<HistoryOutcome, Failure> {
         let request = request?;
         let (ns, env) =
             validate::names(&request.namespace, &request.environment).map_err(invalid)?;
+        caller.may(
+            "read the history of",
+            Role::Read,
+            Scope::Env(ns.as_str(), env.as_str()),
+        )?;
         let mut sets = self.store.history(&ns, &env).await.map_err(from_store)?;
         if let Some(key) = &request.key {
             sets.retain(|s| s.changes.iter().any(|c| &c.key == key));
@@ -762,11 +835,17 @@ impl Validator {
 
     async fn schema_push(
         &self,
+        caller: &Caller,
         request: Result<SchemaPushRequest, Failure>,
     ) -> Result<SchemaPushOutcome, Failure> {
         let request = request?;
         let ns = Namespace::new(&request.namespace)
             .map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
+        caller.may(
+            "push the schema of",
+            Role::Admin,
+            Scope::Namespace(ns.as_str()),
+        )?;
         let schema = Schema::compile(request.schema.clone()).map_err(|v| invalid(vec![v]))?;
         let previous = self.store.schema(&ns).await.map_err(from_store)?;
         let old = previous.as_ref().map(|r| &r.schema).unwrap_or(&Value::Null);
@@ -806,7 +885,7 @@ impl Validator {
         let record_schema = request.schema.clone();
         let record = SchemaRecord {
             schema: request.schema,
-            author: request.author,
+            author: caller.author(request.author),
             time: new_meta_time().0,
         };
         self.store
@@ -835,11 +914,17 @@ impl Validator {
 
     async fn status(
         &self,
+        caller: &Caller,
         request: Result<StatusRequest, Failure>,
     ) -> Result<StatusOutcome, Failure> {
         let request = request?;
         let (ns, env) =
             validate::names(&request.namespace, &request.environment).map_err(invalid)?;
+        caller.may(
+            "read the status of",
+            Role::Read,
+            Scope::Env(ns.as_str(), env.as_str()),
+        )?;
         let head = self.store.head(&ns, &env).await.map_err(from_store)?;
         let (version, committed) = head.map_or((0, 0), |h| (h.version, h.meta.time_us));
         Ok(self
@@ -849,11 +934,17 @@ impl Validator {
 
     async fn schema_get(
         &self,
+        caller: &Caller,
         request: Result<SchemaGetRequest, Failure>,
     ) -> Result<SchemaRecord, Failure> {
         let request = request?;
         let ns = Namespace::new(&request.namespace)
             .map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
+        caller.may(
+            "read the schema of",
+            Role::Read,
+            Scope::Env(ns.as_str(), "*"),
+        )?;
         self.store
             .schema(&ns)
             .await

@@ -174,6 +174,11 @@ impl Store {
         })
     }
 
+    /// The JetStream context the store uses (the access policy's bucket is opened with it).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     /// The NATS client the store uses (the validator publishes events on it too).
     pub fn client(&self) -> &async_nats::Client {
         &self.client
@@ -414,7 +419,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Bytes, StoreError> {
         .map_err(|e| StoreError::Refused(e.to_string()))
 }
 
-async fn ensure_bucket(
+pub(crate) async fn ensure_bucket(
     js: &jetstream::Context,
     bucket: &str,
     description: &str,

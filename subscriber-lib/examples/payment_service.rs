@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mycosynth_subscriber::Subscriber;
+use mycosynth_subscriber::{Credentials, Subscriber};
 
 #[derive(serde::Deserialize)]
 struct Database {
@@ -19,6 +19,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
     let config = Subscriber::builder("payment-service", "production")
         .nats_url(url)
+        // The service's nkey (and TLS files) from MYCOSYNTH_NKEY / MYCOSYNTH_NKEY_FILE /
+        // MYCOSYNTH_TLS_*; none for an open dev server.
+        .credentials(Credentials::from_env()?)
         .connect()
         .await?;
 

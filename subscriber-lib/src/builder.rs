@@ -54,6 +54,7 @@ pub struct SubscriberBuilder {
     pub(crate) validate: bool,
     /// Follow the declared parent chain (off for the inner subscribers of parents).
     pub(crate) inherit: bool,
+    pub(crate) credentials: crate::Credentials,
 }
 
 impl SubscriberBuilder {
@@ -75,6 +76,7 @@ impl SubscriberBuilder {
             instance_id: None,
             validate: false,
             inherit: true,
+            credentials: crate::Credentials::default(),
         }
     }
 
@@ -154,6 +156,23 @@ impl SubscriberBuilder {
         self
     }
 
+    /// How to authenticate to NATS (nkey, TLS); see [`crate::Credentials`]. Default: none
+    /// (anonymous, for an open dev server).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let creds = mycosynth_subscriber::Credentials::from_env()?;
+    /// let config = mycosynth_subscriber::Subscriber::builder("payment-service", "production")
+    ///     .credentials(creds)
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = config; Ok(()) }
+    /// ```
+    pub fn credentials(mut self, credentials: crate::Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
     /// Name of the NATS connection, as shown by the server's monitoring.
     pub fn client_name(mut self, name: impl Into<String>) -> Self {
         self.client_name = Some(name.into());
@@ -202,7 +221,7 @@ impl SubscriberBuilder {
         if let Some(name) = &self.client_name {
             options = options.name(name);
         }
-        options
+        self.credentials.apply(options)
     }
 
     fn urls(&self) -> Result<Vec<async_nats::ServerAddr>, Error> {

@@ -67,6 +67,7 @@ mod backoff;
 mod builder;
 pub mod cache;
 mod check;
+mod credentials;
 mod inherit;
 pub mod kv_scan;
 mod loader;
@@ -86,6 +87,7 @@ use tokio::task::JoinHandle;
 
 pub use backoff::Backoff;
 pub use builder::{StartPolicy, SubscriberBuilder};
+pub use credentials::{Credentials, CredentialsError};
 pub use snapshot::{GetError, Snapshot, ValueSource};
 pub use status::{Origin, Status};
 pub use updater::{ChangeNotice, NoticeCause};

@@ -63,7 +63,10 @@ pub fn mycosynth_bin() -> PathBuf {
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         build
             .args(["build", "--quiet", "-p", "mycosynth", "--bin", "mycosynth"])
-            .current_dir(repo_root());
+            .current_dir(repo_root())
+            // Inherited from `cargo test`, it would make ring's build script (which watches
+            // it) rebuild the crypto stack on every run.
+            .env_remove("CARGO_MANIFEST_DIR");
         if release {
             build.arg("--release");
         }
@@ -323,6 +326,21 @@ pub struct Validator {
 impl Validator {
     /// Starts a validator against `nats_url` with extra arguments, and waits until it serves.
     pub fn start(nats_url: &str, extra: &[&str]) -> Validator {
+        Validator::start_with_env(nats_url, extra, &[])
+    }
+
+    /// Starts a validator in signed mode on a server started with [`NatsServer::start_secure`]:
+    /// it connects as the dev identity `validator`, and bootstraps the policy with the dev
+    /// identity `admin` as administrator.
+    pub fn start_secure(nats_url: &str, extra: &[&str]) -> Validator {
+        let admin = format!("admin={}", dev_public_key("admin"));
+        let mut args = vec!["--auth", "signed", "--admin", &admin];
+        args.extend_from_slice(extra);
+        Validator::start_with_env(nats_url, &args, &identity_env("validator"))
+    }
+
+    /// Like [`Validator::start`], with extra environment variables.
+    pub fn start_with_env(nats_url: &str, extra: &[&str], env: &[(String, String)]) -> Validator {
         let http_port = free_port();
         let mut child = Command::new(mycosynth_bin())
             .args([
@@ -333,6 +351,7 @@ impl Validator {
                 &format!("127.0.0.1:{http_port}"),
             ])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -539,4 +558,84 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 /// Parses a JSON line.
 pub fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or(serde_json::Value::Null)
+}
+
+/// The seed file of a dev-only identity shipped in `nats/secure/dev-credentials/`
+/// (`validator`, `nats-admin`, `admin`, `alice`, `bob`, `ci-bot`, `svc-payment-service`,
+/// `svc-inventory-service`).
+pub fn dev_seed_file(identity: &str) -> PathBuf {
+    repo_root().join(format!("nats/secure/dev-credentials/{identity}.nk"))
+}
+
+/// The seed of a dev-only identity.
+pub fn dev_seed(identity: &str) -> String {
+    std::fs::read_to_string(dev_seed_file(identity))
+        .expect("dev seed")
+        .trim()
+        .to_owned()
+}
+
+/// The public key of a dev-only identity.
+pub fn dev_public_key(identity: &str) -> String {
+    std::fs::read_to_string(repo_root().join(format!("nats/secure/dev-credentials/{identity}.pub")))
+        .expect("dev public key")
+        .trim()
+        .to_owned()
+}
+
+/// The environment that makes the CLI or validator connect and sign as `identity`.
+pub fn identity_env(identity: &str) -> Vec<(String, String)> {
+    vec![(
+        "MYCOSYNTH_NKEY_FILE".to_owned(),
+        dev_seed_file(identity).display().to_string(),
+    )]
+}
+
+impl NatsServer {
+    /// Starts a server with the shipped secure config (`nats/secure/server.conf` and its
+    /// `users.conf`), on a free port and a temporary store dir.
+    pub fn start_secure() -> NatsServer {
+        NatsServer::start_secure_with("")
+    }
+
+    /// [`NatsServer::start_secure`] with `extra` config text appended (e.g. a `tls` block).
+    pub fn start_secure_with(extra: &str) -> NatsServer {
+        let port = free_port();
+        let secure = repo_root().join("nats/secure");
+        let template = std::fs::read_to_string(secure.join("server.conf")).expect("server.conf");
+        let users = std::fs::read_to_string(secure.join("users.conf")).expect("users.conf");
+        let extra = extra.to_owned();
+        NatsServer::start_config(port, move |store| {
+            std::fs::write(store.join("users.conf"), users).expect("write users.conf");
+            let text = template
+                .replace("127.0.0.1:4222", &format!("127.0.0.1:{port}"))
+                .replace("127.0.0.1:8222", &format!("127.0.0.1:{}", free_port()))
+                .replace(
+                    "\".tools/nats-data-secure\"",
+                    &format!("{:?}", store.join("jetstream").display().to_string()),
+                );
+            assert!(
+                text.contains(&port.to_string()),
+                "server.conf has no listen line to template"
+            );
+            format!("{text}\n{extra}\n")
+        })
+    }
+}
+
+/// Runs the CLI as a dev identity (its nkey signs every request); `None`: no credentials.
+pub fn cli_as(nats_url: &str, identity: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(mycosynth_bin());
+    command
+        .arg("--nats-url")
+        .arg(nats_url)
+        .args(args)
+        .env_remove("MYCOSYNTH_NKEY")
+        .env_remove("MYCOSYNTH_NKEY_FILE")
+        .env("MYCOSYNTH_AUTHOR", "self-declared-name")
+        .env("NO_COLOR", "1");
+    if let Some(identity) = identity {
+        command.envs(identity_env(identity));
+    }
+    command.output().expect("run mycosynth")
 }

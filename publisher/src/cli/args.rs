@@ -23,6 +23,19 @@ pub struct Cli {
     /// Identity recorded on changes (default: $USER@hostname).
     #[arg(long, global = true, env = "MYCOSYNTH_AUTHOR")]
     pub author: Option<String>,
+    /// File holding this identity's nkey seed (or the seed itself in env MYCOSYNTH_NKEY): used
+    /// to connect to NATS and to sign every request.
+    #[arg(long, global = true, env = "MYCOSYNTH_NKEY_FILE")]
+    pub nkey_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the NATS server's certificate (turns TLS on).
+    #[arg(long, global = true, env = "MYCOSYNTH_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's PEM certificate, for servers that verify clients (with --tls-key).
+    #[arg(long, global = true, env = "MYCOSYNTH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// This client's PEM private key.
+    #[arg(long, global = true, env = "MYCOSYNTH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Seconds to wait for the validator's reply.
     #[arg(long, global = true, default_value_t = 10.0)]
     pub timeout: f64,
@@ -134,6 +147,15 @@ pub enum Command {
         /// Seconds between heartbeat receipts to the fleet view.
         #[arg(long, default_value_t = 10.0)]
         heartbeat: f64,
+    },
+    /// The access policy (admins only; the validator must run with --auth signed).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Generate an nkey pair for a new identity: writes the seed to FILE (mode 0600) and prints
+    /// the public key to register in the NATS config and the policy.
+    Keygen {
+        /// Where to write the seed; refuses to overwrite.
+        file: PathBuf,
     },
     /// Which instances of a namespace/environment hold which version.
     Status {
@@ -251,6 +273,27 @@ pub enum SchemaCommand {
     },
 }
 
+/// `mycosynth policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the stored policy as JSON.
+    Get,
+    /// Replace the policy with this JSON or YAML file.
+    Set {
+        /// The policy file.
+        file: PathBuf,
+    },
+}
+
+/// How `mycosynth serve` authenticates requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthArg {
+    /// Nobody is verified; the declared author is recorded (local tinkering only).
+    Open,
+    /// Requests must be signed by an identity of the stored policy, which decides.
+    Signed,
+}
+
 /// `mycosynth serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -273,4 +316,11 @@ pub struct ServeArgs {
     /// Seconds without a receipt after which an instance leaves the fleet view.
     #[arg(long, default_value_t = 60.0)]
     pub instance_expiry: f64,
+    /// `open` (no authentication, for nats/dev.conf) or `signed` (the policy decides).
+    #[arg(long, value_enum, default_value = "open")]
+    pub auth: AuthArg,
+    /// NAME=PUBLIC_KEY: an administrator written into the policy when none is stored yet
+    /// (repeatable; signed mode).
+    #[arg(long = "admin", value_name = "NAME=PUBLIC_KEY")]
+    pub admins: Vec<String>,
 }

@@ -42,7 +42,13 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let timeout = Duration::from_secs_f64(cli.timeout.clamp(0.1, 3600.0));
     let author = cli.author.clone().unwrap_or_else(default_author);
     let json = cli.json;
+    let creds = super::identity::credentials(&cli)?;
     match cli.command {
+        Command::Keygen { file } => super::identity::keygen(&file, json),
+        Command::Policy(command) => {
+            let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
+            super::identity::policy(&api, command, json).await
+        }
         Command::Serve(_) => Err(CliError::Local(
             exit::USAGE,
             "`serve` is started by main".into(),
@@ -54,14 +60,15 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             heartbeat,
         } => {
             let heartbeat = Duration::from_secs_f64(heartbeat.clamp(0.1, 3600.0));
-            watch(&cli.nats_url, &namespace, &env, cache_dir, heartbeat, json).await
+            let where_ = (namespace.as_str(), env.as_str());
+            watch(&cli.nats_url, where_, creds, cache_dir, heartbeat, json).await
         }
         Command::Status {
             namespace,
             env,
             wait_version,
         } => {
-            let api = ApiClient::connect(&cli.nats_url, timeout).await?;
+            let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             fleet_status(
                 &api,
                 StatusRequest {
@@ -93,7 +100,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         command => {
             // Parse local input before connecting, so bad input fails fast and changes nothing.
             let request = build(command, &author)?;
-            let api = ApiClient::connect(&cli.nats_url, timeout).await?;
+            let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             send(&api, request, timeout, json).await
         }
     }
@@ -461,13 +468,14 @@ fn print_change(outcome: &ChangeOutcome, dry_run: bool, json: bool) {
 
 async fn watch(
     nats_url: &str,
-    namespace: &str,
-    env: &str,
+    (namespace, env): (&str, &str),
+    creds: mycosynth_subscriber::Credentials,
     cache_dir: Option<std::path::PathBuf>,
     heartbeat: Duration,
     json: bool,
 ) -> Result<(), CliError> {
     let mut builder = Subscriber::builder(namespace, env)
+        .credentials(creds)
         .nats_url(nats_url)
         .client_name("mycosynth-watch")
         .receipts(true, heartbeat)

@@ -5,6 +5,7 @@ pub mod args;
 pub mod commands;
 pub mod exit;
 pub mod gitops;
+pub mod identity;
 
 pub use args::Cli;
 pub use commands::run;

@@ -47,6 +47,10 @@ pub mod endpoint {
     pub const STATUS: &str = "status";
     /// Declare (or remove) the parent of an environment.
     pub const PARENT: &str = "parent";
+    /// Read the access policy (admins).
+    pub const POLICY_GET: &str = "policy-get";
+    /// Replace the access policy (admins).
+    pub const POLICY_SET: &str = "policy-set";
 }
 
 /// The reserved segment under which per-(namespace, environment) metadata is kept.

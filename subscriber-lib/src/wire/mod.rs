@@ -6,6 +6,7 @@
 //! their bytes so that a change to the wire is a deliberate, visible one.
 
 mod api;
+mod auth;
 mod event;
 mod fleet;
 mod inherit;
@@ -14,6 +15,7 @@ mod names;
 mod records;
 
 pub use api::*;
+pub use auth::*;
 pub use event::*;
 pub use fleet::*;
 pub use inherit::*;
@@ -30,6 +32,33 @@ mod contract_tests {
     }
     fn env() -> Environment {
         Environment::new("production").unwrap()
+    }
+
+    #[test]
+    fn identity_names_are_pinned() {
+        assert_eq!(
+            [HEADER_KEY, HEADER_TIME, HEADER_NONCE, HEADER_SIGNATURE],
+            [
+                "Mycosynth-Key",
+                "Mycosynth-Time",
+                "Mycosynth-Nonce",
+                "Mycosynth-Signature"
+            ]
+        );
+        assert_eq!((POLICY_BUCKET, POLICY_KEY), ("mycosynth-policy", "policy"));
+        assert_eq!(
+            (endpoint::POLICY_GET, endpoint::POLICY_SET),
+            ("policy-get", "policy-set")
+        );
+        assert_eq!(inbox_prefix("UKEY"), "_INBOX_UKEY");
+        let policy: Policy = serde_json::from_str(
+            r#"{"identities":{"a":{"public_key":"UA"}},"grants":[{"identity":"a","role":"admin","namespace":"*","environment":"*"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&policy).unwrap(),
+            r#"{"identities":{"a":{"public_key":"UA"}},"grants":[{"identity":"a","role":"admin","namespace":"*","environment":"*"}]}"#
+        );
     }
 
     #[test]

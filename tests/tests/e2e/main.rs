@@ -12,6 +12,7 @@
 //! - `fleet`: receipts from subscriber processes, `mycosynth status`, stale and rejecting instances.
 //! - `gitops`: config as code with a temporary git repository: validate, deploy, drift, schema
 //!   compatibility and docs, environment inheritance.
+//! - `security`: the shipped secure config: permission matrix, signed requests, the policy.
 
 mod change_path;
 mod concurrency;
@@ -20,6 +21,7 @@ mod gitops;
 mod ha;
 mod resilience;
 mod rollback;
+mod security;
 mod service;
 mod subscriber;
 mod validation;
