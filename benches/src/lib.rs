@@ -27,6 +27,8 @@ impl Stack {
             require_schema: false,
             replicas: 1,
             fleet: Default::default(),
+            rate_limit: None,
+            rate_burst: None,
         };
         tokio::spawn(async move {
             let shutdown = async {

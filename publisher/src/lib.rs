@@ -8,11 +8,16 @@
 //! - [`service`]: request handling, optimistic concurrency, change events.
 //! - [`client`]: the request/reply client the CLI and other programs use.
 //! - [`http`]: `/metrics` and `/health`.
+//! - [`audit`]: the hash-chained audit log; [`caller`]: who sent a request; [`limits`]:
+//!   per-identity rate limits.
 
+pub mod audit;
+pub mod caller;
 pub mod cli;
 pub mod client;
 pub mod fleet;
 pub mod http;
+pub mod limits;
 pub mod schema;
 pub mod service;
 pub mod store;

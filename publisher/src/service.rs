@@ -23,7 +23,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::audit::Auditor;
+use crate::caller::{caller, Envelope};
 use crate::fleet::{Fleet, FleetOptions};
+use crate::limits::RateLimits;
 use crate::schema::Schema;
 use crate::store::{BucketOptions, Commit, State, Store, StoreError};
 use crate::validate;
@@ -41,6 +44,10 @@ pub struct ValidatorConfig {
     pub replicas: usize,
     /// When instances of the fleet view count as stale, and when they are forgotten.
     pub fleet: FleetOptions,
+    /// Per-identity limit on change requests (None: unlimited), and its burst.
+    pub rate_limit: Option<crate::limits::RateLimit>,
+    /// Burst of the rate limit (None: the limit's count).
+    pub rate_burst: Option<std::num::NonZeroU32>,
 }
 
 /// Why the validator could not start or stopped.
@@ -88,12 +95,17 @@ pub async fn run(
         n => n,
     };
     let store = open_store(&client, BucketOptions { replicas }).await?;
+    let audit = Auditor::open(async_nats::jetstream::new(client.clone()), replicas)
+        .await
+        .map_err(|e| ServeError::Start(e.to_string()))?;
     let validator = Arc::new(Validator {
         store,
         require_schema: config.require_schema,
         fleet: Fleet::new(config.fleet),
         slots: Mutex::new(HashMap::new()),
         schemas: Mutex::new(HashMap::new()),
+        audit,
+        limits: RateLimits::new(config.rate_limit, config.rate_burst),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -127,6 +139,8 @@ pub async fn run(
         endpoint::SCHEMA_PUSH,
         endpoint::SCHEMA_GET,
         endpoint::STATUS,
+        endpoint::AUDIT,
+        endpoint::AUDIT_VERIFY,
     ] {
         let mut requests = group
             .endpoint(name)
@@ -271,13 +285,21 @@ struct Validator {
     slots: Mutex<HashMap<(Namespace, Environment), Slot>>,
     /// Compiled schemas by namespace, with the raw schema they were compiled from.
     schemas: Mutex<HashMap<Namespace, Arc<Schema>>>,
+    /// The audit log every request is recorded in.
+    audit: Auditor,
+    /// Per-identity rate limits on change requests.
+    limits: RateLimits,
 }
 
 impl Validator {
     async fn serve(&self, name: &'static str, request: async_nats::service::Request) {
         let started = Instant::now();
         let body = request.message.payload.clone();
+        let envelope = Envelope::read(&body);
+        let caller = caller(&request.message, &envelope);
+        let refusal = self.limits.refusal(name, &caller);
         let reply = match name {
+            _ if refusal.is_some() => encode::<()>(refusal.map_or(Ok(()), Err)),
             endpoint::CHANGE => encode(self.change(parse::<ChangeRequest>(&body)).await),
             endpoint::ROLLBACK => encode(self.rollback(parse::<RollbackRequest>(&body)).await),
             endpoint::GET => encode(self.get(parse::<GetRequest>(&body)).await),
@@ -287,12 +309,22 @@ impl Validator {
             }
             endpoint::SCHEMA_GET => encode(self.schema_get(parse::<SchemaGetRequest>(&body)).await),
             endpoint::STATUS => encode(self.status(parse::<StatusRequest>(&body)).await),
+            endpoint::AUDIT => encode(self.audit.answer_query(parse(&body)).await),
+            endpoint::AUDIT_VERIFY => encode(self.audit.answer_verify(parse(&body)).await),
             _ => encode::<()>(Err(failure(
                 ErrorKind::BadRequest,
                 format!("unknown endpoint {name}"),
             ))),
         };
         let (bytes, outcome) = reply;
+        if name != endpoint::STATUS {
+            let record =
+                crate::audit::entry::draft(name, &caller, &envelope, &bytes, new_meta_time());
+            if let Err(err) = self.audit.append(record).await {
+                metrics::counter!("mycosynth_audit_failures_total").increment(1);
+                tracing::error!(endpoint = name, error = %err, "could not record the request in the audit log");
+            }
+        }
         metrics::counter!("mycosynth_validator_requests_total", "endpoint" => name, "outcome" => outcome).increment(1);
         metrics::histogram!("mycosynth_validator_request_seconds", "endpoint" => name)
             .record(started.elapsed().as_secs_f64());

@@ -143,6 +143,8 @@ pub enum Command {
         #[arg(long)]
         wait_version: Option<u64>,
     },
+    /// List audit records (every request the validator handled), or `audit verify` the chain.
+    Audit(AuditArgs),
 }
 
 /// Options shared by commands that change config.
@@ -198,4 +200,42 @@ pub struct ServeArgs {
     /// Seconds without a receipt after which an instance leaves the fleet view.
     #[arg(long, default_value_t = 60.0)]
     pub instance_expiry: f64,
+    /// Per-identity limit on change requests (change, rollback, schema push), e.g. `10/s` or
+    /// `100/m`; refused requests get exit code 10. Default: no limit.
+    #[arg(long)]
+    pub rate_limit: Option<crate::limits::RateLimit>,
+    /// Requests an identity may send at once above the rate (default: the rate's count).
+    #[arg(long)]
+    pub rate_burst: Option<std::num::NonZeroU32>,
+}
+
+/// `mycosynth audit [--namespace N] [--env E] [--identity I] [--since T] [verify]`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    /// Only records of this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only records of this environment.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Only records of this identity.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Only records at or after this time (RFC 3339, e.g. 2026-01-31T12:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many records (the newest).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// `verify`: check the whole hash chain.
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+}
+
+/// `mycosynth audit verify`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain; exit code 11 naming the first bad sequence if it is broken.
+    Verify,
 }

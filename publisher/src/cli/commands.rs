@@ -74,6 +74,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
+        Command::Audit(args) => {
+            let api = ApiClient::connect(&cli.nats_url, timeout).await?;
+            super::audit::run(&api, args, &author, timeout, json).await
+        }
         command => {
             // Parse local input before connecting, so bad input fails fast and changes nothing.
             let request = build(command, &author)?;
@@ -231,7 +235,7 @@ fn build(command: Command, author: &str) -> Result<Request, CliError> {
         Command::Schema(SchemaCommand::Get { namespace }) => {
             Request::SchemaGet(SchemaGetRequest { namespace })
         }
-        Command::Serve(_) | Command::Watch { .. } | Command::Status { .. } => {
+        Command::Serve(_) | Command::Watch { .. } | Command::Status { .. } | Command::Audit(_) => {
             return Err(CliError::Local(
                 exit::INTERNAL,
                 "not a request command".into(),

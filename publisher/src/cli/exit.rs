@@ -24,12 +24,16 @@ pub const UNAVAILABLE: u8 = 7;
 pub const INPUT: u8 = 8;
 /// `status --wait-version`: not every live instance holds the version before the timeout.
 pub const NOT_CONVERGED: u8 = 9;
+/// The identity sent more change requests than the validator's rate limit allows.
+pub const RATE_LIMITED: u8 = 10;
+/// `audit verify`: the audit log's hash chain is broken (records removed, edited or forged).
+pub const AUDIT_BROKEN: u8 = 11;
 
 /// The table printed by `mycosynth --help`.
 pub const EXIT_CODES_HELP: &str =
     "Exit codes: 0 ok, 1 internal error, 2 usage, 3 validation failed, \
 4 version conflict, 5 access denied, 6 not found, 7 service unavailable, 8 input file unreadable, \
-9 not converged (status --wait-version)";
+9 not converged (status --wait-version), 10 rate limited, 11 audit chain broken (audit verify)";
 
 /// A CLI failure: the API's error, or a local one with its code.
 #[derive(Debug)]
@@ -55,6 +59,7 @@ pub fn code_of(kind: ErrorKind) -> u8 {
         ErrorKind::NotFound => NOT_FOUND,
         ErrorKind::Unavailable => UNAVAILABLE,
         ErrorKind::Internal => INTERNAL,
+        ErrorKind::RateLimited => RATE_LIMITED,
     }
 }
 

@@ -45,6 +45,10 @@ pub mod endpoint {
     pub const SCHEMA_GET: &str = "schema-get";
     /// Which instances hold which version.
     pub const STATUS: &str = "status";
+    /// Query the audit log.
+    pub const AUDIT: &str = "audit";
+    /// Check the audit log's hash chain.
+    pub const AUDIT_VERIFY: &str = "audit-verify";
 }
 
 /// The reserved segment under which per-(namespace, environment) metadata is kept.
@@ -151,4 +155,16 @@ pub fn schema_subject(ns: &Namespace) -> String {
 /// The request subject of a validator endpoint.
 pub fn api_subject(endpoint: &str) -> String {
     format!("{API_PREFIX}.{endpoint}")
+}
+
+/// The JetStream stream holding the audit log (created by the validator, which alone appends;
+/// `deny_delete` and `deny_purge` set).
+pub const AUDIT_STREAM: &str = "MYCOSYNTH_AUDIT";
+/// The subjects of [`AUDIT_STREAM`].
+pub const AUDIT_SUBJECTS: &str = "mycosynth.audit.>";
+
+/// The subject an audit record of a request to `action` (an endpoint name) is stored under:
+/// `mycosynth.audit.<action>`.
+pub fn audit_subject(action: &str) -> String {
+    format!("mycosynth.audit.{action}")
 }

@@ -10,7 +10,11 @@
 //! - `resilience`: faults injected into real processes; last-known-good cache; backoff.
 //! - `ha`: a three-node cluster and two validators losing members under steady writes.
 //! - `fleet`: receipts from subscriber processes, `mycosynth status`, stale and rejecting instances.
+//! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
+//! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
 
+mod abuse;
+mod audit;
 mod change_path;
 mod concurrency;
 mod fleet;
