@@ -168,3 +168,13 @@ pub const AUDIT_SUBJECTS: &str = "mycosynth.audit.>";
 pub fn audit_subject(action: &str) -> String {
     format!("mycosynth.audit.{action}")
 }
+
+/// The KV bucket holding each namespace's data key for sensitive values
+/// ([`DataKeyRecord`](super::DataKeyRecord)). Created by the validator; a service of
+/// namespace N may read only key N.
+pub const KEYS_BUCKET: &str = "mycosynth-keys";
+
+/// The key of a namespace's data key in [`KEYS_BUCKET`]: the namespace's name.
+pub fn data_key_key(ns: &Namespace) -> String {
+    ns.to_string()
+}

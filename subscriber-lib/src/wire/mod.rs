@@ -12,6 +12,7 @@ mod fleet;
 mod layout;
 mod names;
 mod records;
+mod sealed;
 
 pub use api::*;
 pub use audit::*;
@@ -20,6 +21,7 @@ pub use fleet::*;
 pub use layout::*;
 pub use names::*;
 pub use records::*;
+pub use sealed::*;
 
 #[cfg(test)]
 mod contract_tests {
@@ -69,6 +71,9 @@ mod contract_tests {
         assert_eq!(api_subject(endpoint::STATUS), "mycosynth.api.status");
         assert_eq!(api_subject(endpoint::CHANGE), "mycosynth.api.change");
         assert_eq!(AUDIT_STREAM, "MYCOSYNTH_AUDIT");
+        assert_eq!(KEYS_BUCKET, "mycosynth-keys");
+        assert_eq!(data_key_key(&ns()), "payment-service");
+        assert_eq!(SENSITIVE_KEYWORD, "x-mycosynth-sensitive");
         assert_eq!(AUDIT_SUBJECTS, "mycosynth.audit.>");
         assert_eq!(audit_subject(endpoint::CHANGE), "mycosynth.audit.change");
         assert_eq!(
