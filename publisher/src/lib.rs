@@ -10,6 +10,7 @@
 //! - [`http`]: `/metrics` and `/health`.
 //! - [`audit`]: the hash-chained audit log; [`caller`]: who sent a request; [`limits`]:
 //!   per-identity rate limits.
+//! - [`vault`]: sensitive values (data keys, sealing, redaction).
 
 pub mod audit;
 pub mod caller;
@@ -22,6 +23,7 @@ pub mod schema;
 pub mod service;
 pub mod store;
 pub mod validate;
+pub mod vault;
 
 /// Connects to NATS (comma-separated URLs), naming the connection; retries the first connection
 /// for a few seconds so that a validator started together with its server does not exit.

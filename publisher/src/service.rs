@@ -30,6 +30,7 @@ use crate::limits::RateLimits;
 use crate::schema::Schema;
 use crate::store::{BucketOptions, Commit, State, Store, StoreError};
 use crate::validate;
+use crate::vault::Vault;
 
 /// How the validator runs.
 #[derive(Debug, Clone)]
@@ -98,6 +99,7 @@ pub async fn run(
     let audit = Auditor::open(async_nats::jetstream::new(client.clone()), replicas)
         .await
         .map_err(|e| ServeError::Start(e.to_string()))?;
+    let vault = Vault::open(&async_nats::jetstream::new(client.clone()), replicas).await?;
     let validator = Arc::new(Validator {
         store,
         require_schema: config.require_schema,
@@ -106,6 +108,7 @@ pub async fn run(
         schemas: Mutex::new(HashMap::new()),
         audit,
         limits: RateLimits::new(config.rate_limit, config.rate_burst),
+        vault,
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -141,6 +144,7 @@ pub async fn run(
         endpoint::STATUS,
         endpoint::AUDIT,
         endpoint::AUDIT_VERIFY,
+        endpoint::REVEAL,
     ] {
         let mut requests = group
             .endpoint(name)
@@ -289,6 +293,8 @@ struct Validator {
     audit: Auditor,
     /// Per-identity rate limits on change requests.
     limits: RateLimits,
+    /// Data keys of sensitive values.
+    vault: Vault,
 }
 
 impl Validator {
@@ -302,7 +308,8 @@ impl Validator {
             _ if refusal.is_some() => encode::<()>(refusal.map_or(Ok(()), Err)),
             endpoint::CHANGE => encode(self.change(parse::<ChangeRequest>(&body)).await),
             endpoint::ROLLBACK => encode(self.rollback(parse::<RollbackRequest>(&body)).await),
-            endpoint::GET => encode(self.get(parse::<GetRequest>(&body)).await),
+            endpoint::GET => encode(self.get(parse::<GetRequest>(&body), None).await),
+            endpoint::REVEAL => encode(self.get(parse::<GetRequest>(&body), Some(&caller)).await),
             endpoint::HISTORY => encode(self.history(parse::<HistoryRequest>(&body)).await),
             endpoint::SCHEMA_PUSH => {
                 encode(self.schema_push(parse::<SchemaPushRequest>(&body)).await)
@@ -425,6 +432,7 @@ impl Validator {
                 format!("history of {ns}/{env} lacks version {missing}"),
             )
         })?;
+        let target = self.vault.open_document(&ns, &env, target).await?;
         let reason = if request.reason.is_empty() {
             format!("rollback to version {}", request.to_version)
         } else {
@@ -496,12 +504,12 @@ impl Validator {
                 }
             }
             let schema = self.schema(ns).await?;
-            let current = state.documents();
+            let current = self.vault.open_document(ns, env, state.documents()).await?;
             let (changes, replace) = match &intent {
                 Intent::Changes { changes, replace } => (changes.clone(), *replace),
                 Intent::Restore(target) => (validate::difference(&current, target).0, false),
             };
-            let plan = match validate::plan(
+            let mut plan = match validate::plan(
                 &current,
                 &changes,
                 replace,
@@ -510,6 +518,7 @@ impl Validator {
             ) {
                 Ok(plan) => plan,
                 Err(violations) => {
+                    let violations = crate::vault::redact_violations(schema.as_deref(), violations);
                     for v in &violations {
                         metrics::counter!("mycosynth_validator_rejections_total", "reason" => v.rule.clone()).increment(1);
                     }
@@ -518,6 +527,9 @@ impl Validator {
                     return Err(invalid(violations));
                 }
             };
+            self.vault
+                .seal_plan(ns, env, schema.as_deref(), &mut plan)
+                .await?;
             if dry_run || plan.is_empty() {
                 let version = state.version;
                 *cached = Some(state);
@@ -699,11 +711,18 @@ impl Validator {
         }
     }
 
-    async fn get(&self, request: Result<GetRequest, Failure>) -> Result<GetOutcome, Failure> {
+    async fn get(
+        &self,
+        request: Result<GetRequest, Failure>,
+        reveal_to: Option<&crate::caller::Caller>,
+    ) -> Result<GetOutcome, Failure> {
         let request = request?;
         let (ns, env) =
             validate::names(&request.namespace, &request.environment).map_err(invalid)?;
-        let state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
+        let mut state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
+        if let Some(caller) = reveal_to {
+            self.reveal(&ns, &env, caller, &mut state).await?;
+        }
         let values: Vec<(String, ValueRecord)> = match &request.key {
             Some(key) => match state.values.get(key) {
                 Some(record) => vec![(key.clone(), record.clone())],
@@ -720,6 +739,33 @@ impl Validator {
             version: state.version,
             values,
         })
+    }
+
+    /// Opens the sealed values of `state` for a caller allowed to see them.
+    async fn reveal(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        caller: &crate::caller::Caller,
+        state: &mut State,
+    ) -> Result<(), Failure> {
+        if !crate::vault::may_reveal(&caller.identity, ns, env) {
+            return Err(failure(
+                ErrorKind::AccessDenied,
+                format!(
+                    "{} may not reveal sensitive values of {ns}/{env}",
+                    caller.identity
+                ),
+            ));
+        }
+        let mut clear = self.vault.open_document(ns, env, state.documents()).await?;
+        for (key, record) in state.values.iter_mut() {
+            if let Some(value) = clear.remove(key) {
+                record.value = value;
+            }
+        }
+        tracing::info!(identity = %caller.identity, namespace = %ns, environment = %env, "sensitive values revealed");
+        Ok(())
     }
 
     async fn history(
@@ -749,7 +795,11 @@ impl Validator {
         let mut violations = Vec::new();
         for env in self.store.environments(&ns).await.map_err(from_store)? {
             let state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
-            let document = Value::Object(state.documents().into_iter().collect());
+            let clear = self
+                .vault
+                .open_document(&ns, &env, state.documents())
+                .await?;
+            let document = Value::Object(clear.into_iter().collect());
             violations.extend(schema.violations(&document).into_iter().map(|v| Violation {
                 message: format!("{env}: {}", v.message),
                 ..v

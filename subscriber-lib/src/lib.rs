@@ -70,6 +70,7 @@ mod check;
 pub mod kv_scan;
 mod loader;
 mod reporter;
+mod secrets;
 mod snapshot;
 mod status;
 mod updater;

@@ -57,6 +57,9 @@ pub enum Command {
         env: String,
         /// One key (default: all).
         key: Option<String>,
+        /// Show sensitive values in clear (if your identity may); otherwise `<redacted>`.
+        #[arg(long)]
+        reveal: bool,
     },
     /// Delete one key.
     Delete {

@@ -91,7 +91,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
 enum Request {
     Change(ChangeRequest),
     Rollback(RollbackRequest),
-    Get(GetRequest),
+    /// `true`: ask for sensitive values in clear.
+    Get(GetRequest, bool),
     History(HistoryRequest),
     SchemaPush(SchemaPushRequest),
     SchemaGet(SchemaGetRequest),
@@ -181,11 +182,15 @@ fn build(command: Command, author: &str) -> Result<Request, CliError> {
             namespace,
             env,
             key,
-        } => Request::Get(GetRequest {
-            namespace,
-            environment: env,
-            key,
-        }),
+            reveal,
+        } => Request::Get(
+            GetRequest {
+                namespace,
+                environment: env,
+                key,
+            },
+            reveal,
+        ),
         Command::History {
             namespace,
             env,
@@ -306,9 +311,15 @@ async fn send(
                 .await?;
             print_change(&outcome, dry_run, json);
         }
-        Request::Get(request) => {
+        Request::Get(request, reveal) => {
             let single = request.key.is_some();
-            let outcome: GetOutcome = api.call_retrying(endpoint::GET, &request, budget).await?;
+            let endpoint = if reveal {
+                endpoint::REVEAL
+            } else {
+                endpoint::GET
+            };
+            let mut outcome: GetOutcome = api.call_retrying(endpoint, &request, budget).await?;
+            redact(&mut outcome);
             if json {
                 print_json(&outcome);
             } else if single {
@@ -347,7 +358,15 @@ async fn send(
                     reason
                 );
                 for change in &set.changes {
-                    match &change.value {
+                    let sealed = Value::String(mycosynth_subscriber::wire::REDACTED.into());
+                    let shown = change.value.as_ref().map(|v| {
+                        if mycosynth_subscriber::wire::is_sealed(v) {
+                            &sealed
+                        } else {
+                            v
+                        }
+                    });
+                    match shown {
                         Some(value) => println!("    {} = {value}", change.key),
                         None => println!("    {} deleted", change.key),
                     }
@@ -385,6 +404,15 @@ async fn send(
         }
     }
     Ok(())
+}
+
+/// Shows sealed (sensitive) values as `<redacted>`: a value comes back sealed unless `--reveal`.
+fn redact(outcome: &mut GetOutcome) {
+    for (_, record) in outcome.values.iter_mut() {
+        if mycosynth_subscriber::wire::is_sealed(&record.value) {
+            record.value = Value::String(mycosynth_subscriber::wire::REDACTED.into());
+        }
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {

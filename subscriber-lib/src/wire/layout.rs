@@ -49,6 +49,8 @@ pub mod endpoint {
     pub const AUDIT: &str = "audit";
     /// Check the audit log's hash chain.
     pub const AUDIT_VERIFY: &str = "audit-verify";
+    /// Like [`GET`], with sensitive values in clear (for callers allowed to see them).
+    pub const REVEAL: &str = "reveal";
 }
 
 /// The reserved segment under which per-(namespace, environment) metadata is kept.

@@ -11,6 +11,7 @@
 //! - `ha`: a three-node cluster and two validators losing members under steady writes.
 //! - `fleet`: receipts from subscriber processes, `mycosynth status`, stale and rejecting instances.
 //! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
+//! - `sensitive`: sensitive values sealed in KV, events, CLI and logs; clear in subscribers.
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
 
 mod abuse;
@@ -21,6 +22,7 @@ mod fleet;
 mod ha;
 mod resilience;
 mod rollback;
+mod sensitive;
 mod service;
 mod subscriber;
 mod validation;
