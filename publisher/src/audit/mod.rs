@@ -38,8 +38,9 @@ pub enum AuditError {
     BadQuery(String),
 }
 
-/// How many times an append is retried after another instance appended first.
-const MAX_APPEND_ATTEMPTS: usize = 16;
+/// How long an append keeps retrying after other instances appended first (an instance whose
+/// peer appends in a tight loop can lose several races in a row).
+const APPEND_BUDGET: Duration = Duration::from_secs(10);
 /// How long reading the whole log may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -84,7 +85,8 @@ impl Auditor {
     /// Returns its sequence.
     pub async fn append(&self, mut record: AuditRecord) -> Result<u64, AuditError> {
         let mut tip = self.tip.lock().await;
-        for _ in 0..MAX_APPEND_ATTEMPTS {
+        let deadline = tokio::time::Instant::now() + APPEND_BUDGET;
+        while tokio::time::Instant::now() < deadline {
             let current = match tip.take() {
                 Some(current) => current,
                 None => self.read_tip().await?,

@@ -255,3 +255,43 @@ async fn an_edited_or_forged_record_is_reported() {
     let out = verify(&url).await;
     assert!(stderr(&out).contains(&first_bad), "{}", stderr(&out));
 }
+
+/// Two validator instances append to one chain: under 100 concurrent change requests every
+/// request is recorded once and the chain stays intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_validators_keep_one_intact_chain() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let _a = Validator::start(&url, &[]);
+    let _b = Validator::start(&url, &[]);
+    let api = crate::api(&url).await;
+    let requests = (0..100u32).map(|i| {
+        let api = api.clone();
+        async move {
+            let mut request =
+                crate::change_request(NS, ENV, &[(&format!("k{}", i % 10), i.into())]);
+            request.request_id = Some(format!("r{i}"));
+            // A request losing too many commit races is answered "unavailable"; retry it.
+            api.call_retrying::<_, mycosynth_subscriber::wire::ChangeOutcome>(
+                mycosynth_subscriber::wire::endpoint::CHANGE,
+                &request,
+                std::time::Duration::from_secs(60),
+            )
+            .await
+        }
+    });
+    let outcomes = futures::future::join_all(requests).await;
+    let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(accepted, 100, "{:?}", outcomes.iter().find(|o| o.is_err()));
+
+    let out = run_cli(&url, &["--json", "audit", "--limit", "1000"]).await;
+    // Distinct change ids: a retried request answered from its first outcome has the same one.
+    let changes: std::collections::BTreeSet<String> = records(&out)
+        .into_iter()
+        .filter(|r| r.action == "change" && r.outcome == "ok")
+        .filter_map(|r| r.change_id)
+        .collect();
+    assert_eq!(changes.len(), 100);
+    let out = verify(&url).await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
