@@ -96,7 +96,7 @@ pub async fn run(
         n => n,
     };
     let store = open_store(&client, BucketOptions { replicas }).await?;
-    let audit = Auditor::open(async_nats::jetstream::new(client.clone()), replicas)
+    let audit = Auditor::open(crate::audit::context(&client), replicas)
         .await
         .map_err(|e| ServeError::Start(e.to_string()))?;
     let vault = Vault::open(&async_nats::jetstream::new(client.clone()), replicas).await?;

@@ -44,6 +44,18 @@ const APPEND_BUDGET: Duration = Duration::from_secs(10);
 /// How long reading the whole log may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an append waits for JetStream's acknowledgement: like a commit, a failing-over
+/// stream must not hold the reply of every request for long.
+const APPEND_ACK_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The JetStream context the audit log uses (short acks).
+pub fn context(client: &async_nats::Client) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .ack_timeout(APPEND_ACK_TIMEOUT)
+        .build(client.clone())
+}
+
 /// The end of the chain as this instance last saw it.
 #[derive(Debug, Clone)]
 struct Tip {
