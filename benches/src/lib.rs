@@ -32,6 +32,8 @@ impl Stack {
             replicas: 1,
             fleet: Default::default(),
             security: Default::default(),
+            rate_limit: None,
+            rate_burst: None,
         };
         tokio::spawn(async move {
             let shutdown = async {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::FutureExt;
-use mycosynth_subscriber::wire::{api_subject, ApiError, ErrorKind, Reply};
+use mycosynth_subscriber::wire::{api_subject, ApiError, ErrorKind, Reply, MAX_REQUEST_BYTES};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -134,6 +134,7 @@ impl ApiClient {
     ) -> Result<Resp, ApiError> {
         let body =
             serde_json::to_vec(request).map_err(|e| error(ErrorKind::BadRequest, e.to_string()))?;
+        check_size(body.len(), self.client.server_info().max_payload)?;
         let subject = api_subject(endpoint);
         let sent = match &self.signer {
             Some(Signer(key)) => {
@@ -173,4 +174,17 @@ impl ApiClient {
             )),
         }
     }
+}
+
+/// Refuses, before sending, a request larger than the validator reads or the server carries.
+fn check_size(len: usize, server_max_payload: usize) -> Result<(), ApiError> {
+    // Headers and the subject travel in the same message: leave them room.
+    let limit = MAX_REQUEST_BYTES.min(server_max_payload.saturating_sub(4096));
+    if len > limit {
+        return Err(error(
+            ErrorKind::BadRequest,
+            format!("request of {len} bytes is larger than the limit of {limit} bytes; send fewer or smaller values"),
+        ));
+    }
+    Ok(())
 }

@@ -9,9 +9,14 @@
 //! - [`service`]: request handling, optimistic concurrency, change events.
 //! - [`client`]: the request/reply client the CLI and other programs use.
 //! - [`http`]: `/metrics` and `/health`.
+//! - [`audit`]: the hash-chained audit log; [`caller`]: who sent a request; [`limits`]:
+//!   per-identity rate limits.
+//! - [`vault`]: sensitive values (data keys, sealing, redaction).
 
 pub mod access;
+pub mod audit;
 pub mod auth;
+pub mod caller;
 pub mod cli;
 pub mod client;
 pub mod committer;
@@ -19,12 +24,14 @@ pub mod fleet;
 pub mod gitops;
 pub mod http;
 pub mod inherit;
+pub mod limits;
 pub mod policy;
 pub mod schema;
 pub mod schema_docs;
 pub mod service;
 pub mod store;
 pub mod validate;
+pub mod vault;
 
 /// Connects to NATS (comma-separated URLs), naming the connection; retries the first connection
 /// for a few seconds so that a validator started together with its server does not exit.

@@ -39,6 +39,8 @@ async fn main() -> ExitCode {
                         args.instance_expiry.clamp(0.1, 86_400.0),
                     ),
                 },
+                rate_limit: args.rate_limit,
+                rate_burst: args.rate_burst,
             };
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;

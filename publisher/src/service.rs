@@ -25,13 +25,17 @@ use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::access::{Access, SecurityConfig};
+use crate::audit::Auditor;
 use crate::auth::Caller;
+use crate::caller::{caller, Envelope};
 use crate::committer::{self, HeadExpected};
 use crate::fleet::{Fleet, FleetOptions};
+use crate::limits::RateLimits;
 use crate::policy::Scope;
 use crate::schema::Schema;
 use crate::store::{BucketOptions, Commit, State, Store, StoreError};
 use crate::validate;
+use crate::vault::Vault;
 
 /// How the validator runs.
 #[derive(Debug, Clone)]
@@ -48,6 +52,10 @@ pub struct ValidatorConfig {
     pub fleet: FleetOptions,
     /// Authentication, authorization and the validator's own NATS credentials.
     pub security: SecurityConfig,
+    /// Per-identity limit on change requests (None: unlimited), and its burst.
+    pub rate_limit: Option<crate::limits::RateLimit>,
+    /// Burst of the rate limit (None: the limit's count).
+    pub rate_burst: Option<std::num::NonZeroU32>,
 }
 
 /// Why the validator could not start or stopped.
@@ -103,6 +111,10 @@ pub async fn run(
     };
     let store = open_store(&client, BucketOptions { replicas }).await?;
     let access = Access::open(&store, &config.security, BucketOptions { replicas }).await?;
+    let audit = Auditor::open(crate::audit::context(&client), replicas)
+        .await
+        .map_err(|e| ServeError::Start(e.to_string()))?;
+    let vault = Vault::open(&async_nats::jetstream::new(client.clone()), replicas).await?;
     let validator = Arc::new(Validator {
         store,
         access,
@@ -111,6 +123,9 @@ pub async fn run(
         slots: Mutex::new(HashMap::new()),
         schemas: Mutex::new(HashMap::new()),
         contended: Mutex::new(HashMap::new()),
+        audit,
+        limits: RateLimits::new(config.rate_limit, config.rate_burst),
+        vault,
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -147,6 +162,9 @@ pub async fn run(
         endpoint::PARENT,
         endpoint::POLICY_GET,
         endpoint::POLICY_SET,
+        endpoint::AUDIT,
+        endpoint::AUDIT_VERIFY,
+        endpoint::REVEAL,
     ] {
         let mut requests = group
             .endpoint(name)
@@ -297,25 +315,52 @@ struct Validator {
     /// Namespaces/environments where another writer won a compare-and-set recently, until when:
     /// their commits are not pipelined.
     contended: Mutex<HashMap<(Namespace, Environment), Instant>>,
+    /// The audit log every request is recorded in.
+    audit: Auditor,
+    /// Per-identity rate limits on change requests.
+    limits: RateLimits,
+    /// Data keys of sensitive values.
+    vault: Vault,
 }
 
 impl Validator {
     async fn serve(&self, name: &'static str, request: async_nats::service::Request) {
         let started = Instant::now();
         let body = request.message.payload.clone();
-        let caller = self.access.authenticate(&request.message).await;
-        let reply = match (name, caller) {
+        let envelope = Envelope::read(&body);
+        let authenticated = self.access.authenticate(&request.message).await;
+        // The audit log and the rate limit know the caller by its verified identity when the
+        // request is signed, else by the name it declares.
+        let verified = authenticated
+            .as_ref()
+            .ok()
+            .and_then(|c| c.identity.as_deref());
+        let who = caller(verified, &envelope);
+        let refusal = self.limits.refusal(name, &who);
+        let reply = match (name, authenticated) {
             (_, Err(denied)) => {
                 tracing::warn!(endpoint = name, reason = %denied.message, "request refused: authentication failed");
                 encode::<()>(Err(denied))
             }
+            (_, Ok(_)) if refusal.is_some() => encode::<()>(refusal.map_or(Ok(()), Err)),
             (endpoint::CHANGE, Ok(c)) => {
                 encode(self.change(&c, parse::<ChangeRequest>(&body)).await)
             }
             (endpoint::ROLLBACK, Ok(c)) => {
                 encode(self.rollback(&c, parse::<RollbackRequest>(&body)).await)
             }
-            (endpoint::GET, Ok(c)) => encode(self.get(&c, parse::<GetRequest>(&body)).await),
+            (endpoint::GET, Ok(c)) => encode(self.get(&c, parse::<GetRequest>(&body), None).await),
+            (endpoint::REVEAL, Ok(c)) => encode(match parse::<GetRequest>(&body) {
+                Ok(request) => match c.may(
+                    "reveal sensitive values of",
+                    Role::Admin,
+                    Scope::Env(&request.namespace, &request.environment),
+                ) {
+                    Ok(()) => self.get(&c, Ok(request), Some(&who)).await,
+                    Err(denied) => Err(denied),
+                },
+                Err(err) => Err(err),
+            }),
             (endpoint::HISTORY, Ok(c)) => {
                 encode(self.history(&c, parse::<HistoryRequest>(&body)).await)
             }
@@ -339,6 +384,18 @@ impl Validator {
                     .policy_set(&c, parse::<PolicySetRequest>(&body))
                     .await,
             ),
+            (endpoint::AUDIT, Ok(c)) => encode(
+                match c.may("read the audit log", Role::Admin, Scope::Env("*", "*")) {
+                    Ok(()) => self.audit.answer_query(parse(&body)).await,
+                    Err(denied) => Err(denied),
+                },
+            ),
+            (endpoint::AUDIT_VERIFY, Ok(c)) => encode(
+                match c.may("verify the audit log", Role::Admin, Scope::Env("*", "*")) {
+                    Ok(()) => self.audit.answer_verify(parse(&body)).await,
+                    Err(denied) => Err(denied),
+                },
+            ),
             (endpoint::PARENT, Ok(c)) => encode(match parse::<ParentRequest>(&body) {
                 Ok(mut request) => {
                     match c.may(
@@ -361,6 +418,13 @@ impl Validator {
             ))),
         };
         let (bytes, outcome) = reply;
+        if name != endpoint::STATUS {
+            let record = crate::audit::entry::draft(name, &who, &envelope, &bytes, new_meta_time());
+            if let Err(err) = self.audit.append(record).await {
+                metrics::counter!("mycosynth_audit_failures_total").increment(1);
+                tracing::error!(endpoint = name, error = %err, "could not record the request in the audit log");
+            }
+        }
         metrics::counter!("mycosynth_validator_requests_total", "endpoint" => name, "outcome" => outcome).increment(1);
         metrics::histogram!("mycosynth_validator_request_seconds", "endpoint" => name)
             .record(started.elapsed().as_secs_f64());
@@ -491,6 +555,7 @@ impl Validator {
                 format!("history of {ns}/{env} lacks version {missing}"),
             )
         })?;
+        let target = self.vault.open_document(&ns, &env, target).await?;
         let reason = if request.reason.is_empty() {
             format!("rollback to version {}", request.to_version)
         } else {
@@ -563,7 +628,7 @@ impl Validator {
                 }
             }
             let schema = self.schema(ns).await?;
-            let current = state.documents();
+            let current = self.vault.open_document(ns, env, state.documents()).await?;
             let (changes, replace) = match &intent {
                 Intent::Changes { changes, replace } => (changes.clone(), *replace),
                 Intent::Restore(target) => (validate::difference(&current, target).0, false),
@@ -592,9 +657,10 @@ impl Validator {
                             None => Ok(plan),
                         },
                     );
-            let plan = match planned {
+            let mut plan = match planned {
                 Ok(plan) => plan,
                 Err(violations) => {
+                    let violations = crate::vault::redact_violations(schema.as_deref(), violations);
                     for v in &violations {
                         metrics::counter!("mycosynth_validator_rejections_total", "reason" => v.rule.clone()).increment(1);
                     }
@@ -603,6 +669,9 @@ impl Validator {
                     return Err(invalid(violations));
                 }
             };
+            self.vault
+                .seal_plan(ns, env, schema.as_deref(), &mut plan)
+                .await?;
             if dry_run || plan.is_empty() {
                 let version = state.version;
                 *cached = Some(state);
@@ -780,12 +849,16 @@ impl Validator {
         &self,
         caller: &Caller,
         request: Result<GetRequest, Failure>,
+        reveal_to: Option<&crate::caller::Caller>,
     ) -> Result<GetOutcome, Failure> {
         let request = request?;
         let (ns, env) =
             validate::names(&request.namespace, &request.environment).map_err(invalid)?;
         caller.may("read", Role::Read, Scope::Env(ns.as_str(), env.as_str()))?;
-        let state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
+        let mut state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
+        if let Some(caller) = reveal_to {
+            self.reveal(&ns, &env, caller, &mut state).await?;
+        }
         let values: Vec<(String, ValueRecord)> = match &request.key {
             Some(key) => match state.values.get(key) {
                 Some(record) => vec![(key.clone(), record.clone())],
@@ -809,6 +882,25 @@ impl Validator {
             values,
             parent,
         })
+    }
+
+    /// Opens the sealed values of `state` for a caller allowed to see them (the `reveal`
+    /// endpoint checks the policy: admin on the namespace/environment).
+    async fn reveal(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        caller: &crate::caller::Caller,
+        state: &mut State,
+    ) -> Result<(), Failure> {
+        let mut clear = self.vault.open_document(ns, env, state.documents()).await?;
+        for (key, record) in state.values.iter_mut() {
+            if let Some(value) = clear.remove(key) {
+                record.value = value;
+            }
+        }
+        tracing::info!(identity = %caller.identity, namespace = %ns, environment = %env, "sensitive values revealed");
+        Ok(())
     }
 
     async fn history(
@@ -857,7 +949,11 @@ impl Validator {
             let inherited = crate::inherit::inherited_document(&self.store, &ns, &env)
                 .await
                 .map_err(from_store)?;
-            let found = crate::inherit::schema_violations(&schema, &inherited, &state.documents());
+            let clear = self
+                .vault
+                .open_document(&ns, &env, state.documents())
+                .await?;
+            let found = crate::inherit::schema_violations(&schema, &inherited, &clear);
             // Removing a key that is set live is incompatible even when the new schema
             // allows unknown keys.
             let removed_live = removed

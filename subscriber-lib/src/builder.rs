@@ -435,6 +435,7 @@ impl SubscriberBuilder {
             pending: Default::default(),
             gap_since: None,
             retry: None,
+            data_key: None,
         };
         let task = tokio::spawn(updater.run(shutdown_rx));
         let mut subscriber = Subscriber {

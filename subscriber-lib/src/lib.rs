@@ -72,6 +72,7 @@ mod inherit;
 pub mod kv_scan;
 mod loader;
 mod reporter;
+mod secrets;
 mod snapshot;
 mod status;
 mod updater;

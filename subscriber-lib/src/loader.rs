@@ -18,6 +18,8 @@ pub(crate) struct LoadedState {
     pub version: u64,
     pub values: FastMap<Arc<Value>>,
     pub committed_at_us: i64,
+    /// The namespace's data key, when sealed values were found.
+    pub data_key: Option<crate::wire::DataKey>,
 }
 
 /// Reads every value and the head of `ns`/`env`. Records that do not parse are skipped with a
@@ -38,6 +40,7 @@ pub(crate) async fn load_state(
         version: 0,
         values: FastMap::default(),
         committed_at_us: 0,
+        data_key: None,
     };
     for entry in entries.iter().filter(|e| !e.deleted) {
         match classify_state_key(ns, env, &entry.key) {
@@ -58,6 +61,15 @@ pub(crate) async fn load_state(
             },
             Some(StateEntry::OtherMeta) | None => {}
         }
+    }
+    if state.values.values().any(|v| crate::wire::is_sealed(v)) {
+        state.data_key = crate::secrets::load_data_key(js, ns, deadline)
+            .await
+            .map_err(|message| ScanError::Nats {
+                filter: crate::wire::KEYS_BUCKET.to_owned(),
+                message,
+            })?;
+        crate::secrets::open_values(ns, env, state.data_key.as_ref(), &mut state.values);
     }
     Ok(state)
 }

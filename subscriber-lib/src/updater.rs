@@ -116,6 +116,8 @@ pub(crate) struct Updater {
     pub gap_since: Option<Instant>,
     /// When to retry a failed resync, and how many attempts failed in a row.
     pub retry: Option<(Instant, u32)>,
+    /// The namespace's data key for sensitive values (loaded by the first resync that needs it).
+    pub data_key: Option<crate::wire::DataKey>,
 }
 
 /// A decoded event whose values have been parsed.
@@ -184,6 +186,10 @@ impl Updater {
                     "ignoring a malformed change event"
                 );
                 self.report_rejection(0, format!("malformed change event: {reason}"));
+                if reason.starts_with(crate::secrets::NEEDS_KEY) {
+                    // A sensitive value sealed with a key not loaded yet: reload now.
+                    self.gap_since = Some(Instant::now() - self.options.gap_timeout);
+                }
                 return;
             }
         };
@@ -231,10 +237,14 @@ impl Updater {
             .iter()
             .map(|change| {
                 let value = match &change.value_json {
-                    Some(json) => Some(
-                        serde_json::from_str(json)
+                    Some(json) => Some(crate::secrets::open_one(
+                        &self.shared.namespace,
+                        &self.shared.environment,
+                        self.data_key.as_ref(),
+                        &change.key,
+                        &serde_json::from_str(json)
                             .map_err(|e| format!("value of key {:?}: {e}", change.key))?,
-                    ),
+                    )?),
                     None => None,
                 };
                 Ok((change.key.clone(), value))
@@ -400,6 +410,9 @@ impl Updater {
             }
         };
         self.retry = None;
+        if loaded.data_key.is_some() {
+            self.data_key.clone_from(&loaded.data_key);
+        }
         shared.health.confirm();
         shared.counters.resyncs.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("mycosynth_subscriber_resyncs_total").increment(1);

@@ -321,6 +321,7 @@ impl NatsCluster {
 pub struct Validator {
     child: Option<Child>,
     http_port: u16,
+    log: LineTap,
 }
 
 impl Validator {
@@ -370,7 +371,13 @@ impl Validator {
         Validator {
             child: Some(child),
             http_port,
+            log,
         }
+    }
+
+    /// Every log line the validator wrote so far (stderr).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.snapshot()
     }
 
     /// Address of `/metrics` and `/health`.

@@ -73,6 +73,9 @@ pub enum Command {
         /// Show where each value comes from: this environment, a parent, or the schema default.
         #[arg(long)]
         explain: bool,
+        /// Show sensitive values in clear (if your identity may); otherwise `<redacted>`.
+        #[arg(long)]
+        reveal: bool,
     },
     /// Delete one key.
     Delete {
@@ -217,6 +220,8 @@ pub enum Command {
         #[arg(long, conflicts_with = "parent")]
         clear: bool,
     },
+    /// List audit records (every request the validator handled), or `audit verify` the chain.
+    Audit(AuditArgs),
 }
 
 /// Which files of a repository a command acts on.
@@ -323,4 +328,42 @@ pub struct ServeArgs {
     /// (repeatable; signed mode).
     #[arg(long = "admin", value_name = "NAME=PUBLIC_KEY")]
     pub admins: Vec<String>,
+    /// Per-identity limit on change requests (change, rollback, schema push), e.g. `10/s` or
+    /// `100/m`; refused requests get exit code 11. Default: no limit.
+    #[arg(long)]
+    pub rate_limit: Option<crate::limits::RateLimit>,
+    /// Requests an identity may send at once above the rate (default: the rate's count).
+    #[arg(long)]
+    pub rate_burst: Option<std::num::NonZeroU32>,
+}
+
+/// `mycosynth audit [--namespace N] [--env E] [--identity I] [--since T] [verify]`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    /// Only records of this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only records of this environment.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Only records of this identity.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Only records at or after this time (RFC 3339, e.g. 2026-01-31T12:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many records (the newest).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// `verify`: check the whole hash chain.
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+}
+
+/// `mycosynth audit verify`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain; exit code 12 naming the first bad sequence if it is broken.
+    Verify,
 }

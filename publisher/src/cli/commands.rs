@@ -94,8 +94,12 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         | Command::Parent { .. }
         | Command::Get { explain: true, .. }
         | Command::Schema(SchemaCommand::Docs { .. })) => {
-            let api = ApiClient::connect(&cli.nats_url, timeout).await?;
+            let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             super::gitops::run(&api, command, &author, timeout, json).await
+        }
+        Command::Audit(args) => {
+            let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
+            super::audit::run(&api, args, &author, timeout, json).await
         }
         command => {
             // Parse local input before connecting, so bad input fails fast and changes nothing.
@@ -110,7 +114,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
 enum Request {
     Change(ChangeRequest),
     Rollback(RollbackRequest),
-    Get(GetRequest),
+    /// `true`: ask for sensitive values in clear.
+    Get(GetRequest, bool),
     History(HistoryRequest),
     SchemaPush(SchemaPushRequest),
     SchemaGet(SchemaGetRequest),
@@ -201,12 +206,16 @@ fn build(command: Command, author: &str) -> Result<Request, CliError> {
             namespace,
             env,
             key,
+            reveal,
             ..
-        } => Request::Get(GetRequest {
-            namespace,
-            environment: env,
-            key,
-        }),
+        } => Request::Get(
+            GetRequest {
+                namespace,
+                environment: env,
+                key,
+            },
+            reveal,
+        ),
         Command::History {
             namespace,
             env,
@@ -333,9 +342,15 @@ async fn send(
                 .await?;
             print_change(&outcome, dry_run, json);
         }
-        Request::Get(request) => {
+        Request::Get(request, reveal) => {
             let single = request.key.is_some();
-            let outcome: GetOutcome = api.call_retrying(endpoint::GET, &request, budget).await?;
+            let endpoint = if reveal {
+                endpoint::REVEAL
+            } else {
+                endpoint::GET
+            };
+            let mut outcome: GetOutcome = api.call_retrying(endpoint, &request, budget).await?;
+            redact(&mut outcome);
             if json {
                 print_json(&outcome);
             } else if single {
@@ -387,7 +402,15 @@ async fn send(
                     reason
                 );
                 for change in &set.changes {
-                    match &change.value {
+                    let sealed = Value::String(mycosynth_subscriber::wire::REDACTED.into());
+                    let shown = change.value.as_ref().map(|v| {
+                        if mycosynth_subscriber::wire::is_sealed(v) {
+                            &sealed
+                        } else {
+                            v
+                        }
+                    });
+                    match shown {
                         Some(value) => println!("    {} = {value}", change.key),
                         None => println!("    {} deleted", change.key),
                     }
@@ -431,6 +454,15 @@ async fn send(
         }
     }
     Ok(())
+}
+
+/// Shows sealed (sensitive) values as `<redacted>`: a value comes back sealed unless `--reveal`.
+fn redact(outcome: &mut GetOutcome) {
+    for (_, record) in outcome.values.iter_mut() {
+        if mycosynth_subscriber::wire::is_sealed(&record.value) {
+            record.value = Value::String(mycosynth_subscriber::wire::REDACTED.into());
+        }
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {

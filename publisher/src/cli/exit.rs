@@ -26,12 +26,17 @@ pub const INPUT: u8 = 8;
 pub const NOT_CONVERGED: u8 = 9;
 /// `drift`: live config differs from the files.
 pub const DRIFT: u8 = 10;
+/// The identity sent more change requests than the validator's rate limit allows.
+pub const RATE_LIMITED: u8 = 11;
+/// `audit verify`: the audit log's hash chain is broken (records removed, edited or forged).
+pub const AUDIT_BROKEN: u8 = 12;
 
 /// The table printed by `mycosynth --help`.
 pub const EXIT_CODES_HELP: &str =
     "Exit codes: 0 ok, 1 internal error, 2 usage, 3 validation failed, \
 4 version conflict, 5 access denied, 6 not found, 7 service unavailable, 8 input file unreadable, \
-9 not converged (status --wait-version), 10 drift found (drift)";
+9 not converged (status --wait-version), 10 drift found (drift), 11 rate limited, \
+12 audit chain broken (audit verify)";
 
 /// A CLI failure: the API's error, or a local one with its code.
 #[derive(Debug)]
@@ -57,6 +62,7 @@ pub fn code_of(kind: ErrorKind) -> u8 {
         ErrorKind::NotFound => NOT_FOUND,
         ErrorKind::Unavailable => UNAVAILABLE,
         ErrorKind::Internal => INTERNAL,
+        ErrorKind::RateLimited => RATE_LIMITED,
     }
 }
 

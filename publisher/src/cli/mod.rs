@@ -2,6 +2,7 @@
 //! where errors become exit codes ([`exit`]).
 
 pub mod args;
+pub mod audit;
 pub mod commands;
 pub mod exit;
 pub mod gitops;

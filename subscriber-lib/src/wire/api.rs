@@ -173,6 +173,8 @@ pub enum ErrorKind {
     Unavailable,
     /// A fault inside the validator.
     Internal,
+    /// The caller sent more change requests than its rate limit allows; nothing was written.
+    RateLimited,
 }
 
 impl ErrorKind {
@@ -186,6 +188,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 }

@@ -51,6 +51,12 @@ pub mod endpoint {
     pub const POLICY_GET: &str = "policy-get";
     /// Replace the access policy (admins).
     pub const POLICY_SET: &str = "policy-set";
+    /// Query the audit log.
+    pub const AUDIT: &str = "audit";
+    /// Check the audit log's hash chain.
+    pub const AUDIT_VERIFY: &str = "audit-verify";
+    /// Like [`GET`], with sensitive values in clear (for callers allowed to see them).
+    pub const REVEAL: &str = "reveal";
 }
 
 /// The reserved segment under which per-(namespace, environment) metadata is kept.
@@ -165,4 +171,26 @@ pub fn schema_subject(ns: &Namespace) -> String {
 /// The request subject of a validator endpoint.
 pub fn api_subject(endpoint: &str) -> String {
     format!("{API_PREFIX}.{endpoint}")
+}
+
+/// The JetStream stream holding the audit log (created by the validator, which alone appends;
+/// `deny_delete` and `deny_purge` set).
+pub const AUDIT_STREAM: &str = "MYCOSYNTH_AUDIT";
+/// The subjects of [`AUDIT_STREAM`].
+pub const AUDIT_SUBJECTS: &str = "mycosynth.audit.>";
+
+/// The subject an audit record of a request to `action` (an endpoint name) is stored under:
+/// `mycosynth.audit.<action>`.
+pub fn audit_subject(action: &str) -> String {
+    format!("mycosynth.audit.{action}")
+}
+
+/// The KV bucket holding each namespace's data key for sensitive values
+/// ([`DataKeyRecord`](super::DataKeyRecord)). Created by the validator; a service of
+/// namespace N may read only key N.
+pub const KEYS_BUCKET: &str = "mycosynth-keys";
+
+/// The key of a namespace's data key in [`KEYS_BUCKET`]: the namespace's name.
+pub fn data_key_key(ns: &Namespace) -> String {
+    ns.to_string()
 }

@@ -6,6 +6,7 @@
 //! their bytes so that a change to the wire is a deliberate, visible one.
 
 mod api;
+mod audit;
 mod auth;
 mod event;
 mod fleet;
@@ -13,8 +14,10 @@ mod inherit;
 mod layout;
 mod names;
 mod records;
+mod sealed;
 
 pub use api::*;
+pub use audit::*;
 pub use auth::*;
 pub use event::*;
 pub use fleet::*;
@@ -22,6 +25,7 @@ pub use inherit::*;
 pub use layout::*;
 pub use names::*;
 pub use records::*;
+pub use sealed::*;
 
 #[cfg(test)]
 mod contract_tests {
@@ -107,6 +111,16 @@ mod contract_tests {
         assert_eq!(RECEIPTS_ALL, "mycosynth.receipts.>");
         assert_eq!(api_subject(endpoint::STATUS), "mycosynth.api.status");
         assert_eq!(api_subject(endpoint::CHANGE), "mycosynth.api.change");
+        assert_eq!(AUDIT_STREAM, "MYCOSYNTH_AUDIT");
+        assert_eq!(KEYS_BUCKET, "mycosynth-keys");
+        assert_eq!(data_key_key(&ns()), "payment-service");
+        assert_eq!(SENSITIVE_KEYWORD, "x-mycosynth-sensitive");
+        assert_eq!(AUDIT_SUBJECTS, "mycosynth.audit.>");
+        assert_eq!(audit_subject(endpoint::CHANGE), "mycosynth.audit.change");
+        assert_eq!(
+            api_subject(endpoint::AUDIT_VERIFY),
+            "mycosynth.api.audit-verify"
+        );
         assert_eq!(
             classify_state_key(
                 &ns(),
@@ -209,6 +223,36 @@ mod contract_tests {
         let back: ChangeSetRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, set, "null value and deletion must stay distinct");
     }
+
+    /// The chain's hash is part of the contract: a change here breaks every stored chain.
+    #[test]
+    fn audit_hash_is_pinned() {
+        let record = AuditRecord {
+            seq: 1,
+            identity: "alice".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            time_us: 1,
+            action: "change".into(),
+            namespace: "ns".into(),
+            environment: "prod".into(),
+            keys: vec!["a".into()],
+            more_keys: 0,
+            outcome: "ok".into(),
+            reason: String::new(),
+            version: Some(1),
+            change_id: None,
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            r#"{"seq":1,"identity":"alice","time":"2026-01-01T00:00:00Z","time_us":1,"action":"change","namespace":"ns","environment":"prod","keys":["a"],"more_keys":0,"outcome":"ok","reason":"","version":1,"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","hash":""}"#
+        );
+        assert_eq!(record.compute_hash(), PINNED_AUDIT_HASH);
+    }
+
+    const PINNED_AUDIT_HASH: &str =
+        "d450a762f747497805e369e5a4ebdf284bb020983cba2d890813545f92d00a5e";
 
     #[test]
     fn inheritance_and_emergency_records_are_pinned() {

@@ -13,7 +13,12 @@
 //! - `gitops`: config as code with a temporary git repository: validate, deploy, drift, schema
 //!   compatibility and docs, environment inheritance.
 //! - `security`: the shipped secure config: permission matrix, signed requests, the policy.
+//! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
+//! - `sensitive`: sensitive values sealed in KV, events, CLI and logs; clear in subscribers.
+//! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
 
+mod abuse;
+mod audit;
 mod change_path;
 mod concurrency;
 mod fleet;
@@ -22,6 +27,7 @@ mod ha;
 mod resilience;
 mod rollback;
 mod security;
+mod sensitive;
 mod service;
 mod subscriber;
 mod validation;

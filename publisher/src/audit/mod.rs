@@ -1,0 +1,326 @@
+//! The audit log: every request the validator handles, accepted or refused, appended as one
+//! hash-chained [`AuditRecord`] to the JetStream stream [`AUDIT_STREAM`].
+//!
+//! Several validator instances append to one chain. Each append names the sequence it extends
+//! (`Nats-Expected-Last-Sequence`); an instance that lost the race reads the new last record
+//! and tries again, so the chain stays a single line. The stream denies deletes and purges;
+//! what the server admin can still do (lift that, delete or forge records) is caught by
+//! [`chain::verify`].
+
+pub mod chain;
+pub mod entry;
+
+use std::time::Duration;
+
+use async_nats::header::{self, HeaderMap};
+use async_nats::jetstream::{
+    self,
+    consumer::{pull::OrderedConfig, DeliverPolicy},
+    context::PublishErrorKind,
+    stream,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use mycosynth_subscriber::wire::{
+    audit_subject, ApiError, AuditOutcome, AuditRecord, AuditRequest, AuditVerifyOutcome,
+    AuditVerifyRequest, ErrorKind, AUDIT_STREAM, AUDIT_SUBJECTS, GENESIS_HASH,
+};
+use tokio::sync::Mutex as AsyncMutex;
+
+/// Why the audit log could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// JetStream did not answer or refused.
+    #[error("audit log unavailable: {0}")]
+    Unavailable(String),
+    /// A query was malformed (e.g. an unreadable `since`).
+    #[error("{0}")]
+    BadQuery(String),
+}
+
+/// How long an append keeps retrying after other instances appended first (an instance whose
+/// peer appends in a tight loop can lose several races in a row).
+const APPEND_BUDGET: Duration = Duration::from_secs(10);
+/// How long reading the whole log may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an append waits for JetStream's acknowledgement: like a commit, a failing-over
+/// stream must not hold the reply of every request for long.
+const APPEND_ACK_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The JetStream context the audit log uses (short acks).
+pub fn context(client: &async_nats::Client) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .ack_timeout(APPEND_ACK_TIMEOUT)
+        .build(client.clone())
+}
+
+/// The end of the chain as this instance last saw it.
+#[derive(Debug, Clone)]
+struct Tip {
+    seq: u64,
+    hash: String,
+}
+
+/// Appends to and reads the audit stream.
+#[derive(Debug)]
+pub struct Auditor {
+    js: jetstream::Context,
+    /// Serializes this instance's appends; `None` until read from the stream.
+    tip: AsyncMutex<Option<Tip>>,
+}
+
+impl Auditor {
+    /// Opens the audit stream, creating it (file storage, deletes and purges denied) on first use.
+    pub async fn open(js: jetstream::Context, replicas: usize) -> Result<Auditor, AuditError> {
+        js.get_or_create_stream(stream::Config {
+            name: AUDIT_STREAM.to_owned(),
+            description: Some("Mycosynth audit log: one hash-chained record per request".into()),
+            subjects: vec![AUDIT_SUBJECTS.to_owned()],
+            storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            deny_delete: true,
+            deny_purge: true,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| AuditError::Unavailable(format!("stream {AUDIT_STREAM}: {e}")))?;
+        Ok(Auditor {
+            js,
+            tip: AsyncMutex::new(None),
+        })
+    }
+
+    /// Seals `record` (sequence, previous hash, hash) onto the end of the chain and stores it.
+    /// Returns its sequence.
+    pub async fn append(&self, mut record: AuditRecord) -> Result<u64, AuditError> {
+        let mut tip = self.tip.lock().await;
+        let deadline = tokio::time::Instant::now() + APPEND_BUDGET;
+        while tokio::time::Instant::now() < deadline {
+            let current = match tip.take() {
+                Some(current) => current,
+                None => self.read_tip().await?,
+            };
+            record.seq = current.seq + 1;
+            record.prev_hash = current.hash.clone();
+            record.hash = record.compute_hash();
+            let payload = serde_json::to_vec(&record)
+                .map_err(|e| AuditError::Unavailable(format!("encoding a record: {e}")))?;
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::NATS_EXPECTED_LAST_SEQUENCE,
+                current.seq.to_string().as_str(),
+            );
+            let sent = self
+                .js
+                .publish_with_headers(audit_subject(&record.action), headers, payload.into())
+                .await;
+            let acked = match sent {
+                Ok(ack) => ack.await,
+                Err(err) => Err(err),
+            };
+            match acked {
+                Ok(ack) => {
+                    *tip = Some(Tip {
+                        seq: ack.sequence,
+                        hash: record.hash,
+                    });
+                    metrics::counter!("mycosynth_audit_records_total", "outcome" => record.outcome)
+                        .increment(1);
+                    return Ok(ack.sequence);
+                }
+                Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Another instance appended first: read its record and link to it.
+                    metrics::counter!("mycosynth_audit_append_races_total").increment(1);
+                    continue;
+                }
+                Err(err) => return Err(AuditError::Unavailable(err.to_string())),
+            }
+        }
+        Err(AuditError::Unavailable(
+            "the audit log is being appended to too fast; gave up".into(),
+        ))
+    }
+
+    /// The last record of the stream (walking back over removed ones).
+    async fn read_tip(&self) -> Result<Tip, AuditError> {
+        let mut stream = self.stream().await?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| AuditError::Unavailable(e.to_string()))?;
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let mut seq = last;
+        while seq >= first.max(1) {
+            if let Ok(message) = stream.get_raw_message(seq).await {
+                let hash = serde_json::from_slice::<AuditRecord>(&message.payload)
+                    .map(|r| r.hash)
+                    // An unreadable last record: link to nothing; `audit verify` reports it.
+                    .unwrap_or_default();
+                return Ok(Tip { seq: last, hash });
+            }
+            seq -= 1;
+        }
+        Ok(Tip {
+            seq: last,
+            hash: if last == 0 {
+                GENESIS_HASH.to_owned()
+            } else {
+                String::new()
+            },
+        })
+    }
+
+    async fn stream(&self) -> Result<stream::Stream, AuditError> {
+        self.js
+            .get_stream(AUDIT_STREAM)
+            .await
+            .map_err(|e| AuditError::Unavailable(format!("stream {AUDIT_STREAM}: {e}")))
+    }
+
+    /// Every stored message (sequence, payload) from `policy` on, and the stream's last sequence.
+    async fn read(&self, policy: DeliverPolicy) -> Result<(Vec<(u64, Bytes)>, u64), AuditError> {
+        tokio::time::timeout(READ_TIMEOUT, self.read_inner(policy))
+            .await
+            .map_err(|_| AuditError::Unavailable("reading the audit log timed out".into()))?
+    }
+
+    async fn read_inner(
+        &self,
+        policy: DeliverPolicy,
+    ) -> Result<(Vec<(u64, Bytes)>, u64), AuditError> {
+        let unavailable = |e: String| AuditError::Unavailable(e);
+        let mut stream = self.stream().await?;
+        let last_seq = stream
+            .info()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .state
+            .last_sequence;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let name = consumer.cached_info().name.clone();
+        let mut remaining = consumer.cached_info().num_pending;
+        let mut out = Vec::new();
+        if remaining > 0 {
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(|e| unavailable(e.to_string()))?;
+                let info = message.info().map_err(|e| unavailable(e.to_string()))?;
+                remaining = info.pending;
+                let seq = info.stream_sequence;
+                if seq > last_seq {
+                    break;
+                }
+                out.push((seq, message.payload.clone()));
+                if remaining == 0 || seq == last_seq {
+                    break;
+                }
+            }
+        }
+        let _ = stream.delete_consumer(&name).await;
+        Ok((out, last_seq))
+    }
+
+    /// The records matching `request`, oldest first (unreadable records are skipped: `audit
+    /// verify` reports them).
+    pub async fn query(&self, request: &AuditRequest) -> Result<AuditOutcome, AuditError> {
+        let since_us = match &request.since {
+            Some(text) => Some(parse_time_us(text)?),
+            None => None,
+        };
+        let policy = match since_us {
+            Some(us) => DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+                    .map_err(|e| AuditError::BadQuery(format!("since: {e}")))?,
+            },
+            None => DeliverPolicy::All,
+        };
+        let (messages, _) = self.read(policy).await?;
+        let keep =
+            |wanted: &Option<String>, actual: &str| wanted.as_deref().is_none_or(|w| w == actual);
+        let mut records: Vec<AuditRecord> = messages
+            .iter()
+            .filter_map(|(_, payload)| serde_json::from_slice::<AuditRecord>(payload).ok())
+            .filter(|r| {
+                keep(&request.namespace, &r.namespace)
+                    && keep(&request.environment, &r.environment)
+                    && keep(&request.identity, &r.identity)
+                    && since_us.is_none_or(|since| r.time_us >= since)
+            })
+            .collect();
+        if let Some(limit) = request.limit {
+            let skip = records.len().saturating_sub(limit);
+            records.drain(..skip);
+        }
+        Ok(AuditOutcome { records })
+    }
+
+    /// Checks the whole chain.
+    pub async fn verify(&self) -> Result<AuditVerifyOutcome, AuditError> {
+        let (messages, last_seq) = self.read(DeliverPolicy::All).await?;
+        let problems = chain::verify(&messages, last_seq);
+        if !problems.is_empty() {
+            metrics::counter!("mycosynth_audit_chain_breaks_total")
+                .increment(problems.len() as u64);
+            tracing::error!(first_bad_seq = problems[0].seq, problem = %problems[0].message, "audit chain broken");
+        }
+        Ok(AuditVerifyOutcome {
+            records: messages.len() as u64,
+            last_seq,
+            problems,
+        })
+    }
+}
+
+/// Parses an RFC 3339 instant into microseconds since the Unix epoch.
+pub fn parse_time_us(text: &str) -> Result<i64, AuditError> {
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            AuditError::BadQuery(format!("since {text:?} is not an RFC 3339 time: {e}"))
+        })?;
+    i64::try_from(at.unix_timestamp_nanos() / 1000)
+        .map_err(|_| AuditError::BadQuery(format!("since {text:?} is out of range")))
+}
+
+impl Auditor {
+    /// Answers the `audit` endpoint.
+    pub async fn answer_query(
+        &self,
+        request: Result<AuditRequest, ApiError>,
+    ) -> Result<AuditOutcome, ApiError> {
+        self.query(&request?).await.map_err(to_api)
+    }
+
+    /// Answers the `audit-verify` endpoint.
+    pub async fn answer_verify(
+        &self,
+        request: Result<AuditVerifyRequest, ApiError>,
+    ) -> Result<AuditVerifyOutcome, ApiError> {
+        request?;
+        self.verify().await.map_err(to_api)
+    }
+}
+
+fn to_api(err: AuditError) -> ApiError {
+    let kind = match err {
+        AuditError::Unavailable(_) => ErrorKind::Unavailable,
+        AuditError::BadQuery(_) => ErrorKind::BadRequest,
+    };
+    ApiError {
+        kind,
+        message: err.to_string(),
+        violations: Vec::new(),
+        current_version: None,
+    }
+}
