@@ -130,19 +130,6 @@ pub async fn chain(
     Ok(out)
 }
 
-/// The document `env` inherits: its parents' values merged, the nearest parent winning.
-pub async fn inherited_document(
-    store: &Store,
-    ns: &Namespace,
-    env: &Environment,
-) -> Result<BTreeMap<String, Value>, StoreError> {
-    let mut document = BTreeMap::new();
-    for parent in chain(store, ns, env).await?.iter().rev() {
-        document.extend(store.load_state(ns, parent).await?.documents());
-    }
-    Ok(document)
-}
-
 /// Validates a planned document of a child together with what it inherits: the schema sees
 /// the effective document (inherited values shadowed by the child's own).
 pub fn schema_violations(

@@ -433,6 +433,32 @@ impl Validator {
         }
     }
 
+    /// What `env` inherits: its parents' values, nearest parent winning, sensitive values opened
+    /// (each parent's are sealed for that parent's environment).
+    async fn inherited(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+    ) -> Result<BTreeMap<String, Value>, Failure> {
+        let mut document = BTreeMap::new();
+        let chain = crate::inherit::chain(&self.store, ns, env)
+            .await
+            .map_err(from_store)?;
+        for parent in chain.iter().rev() {
+            let state = self
+                .store
+                .load_state(ns, parent)
+                .await
+                .map_err(from_store)?;
+            document.extend(
+                self.vault
+                    .open_document(ns, parent, state.documents())
+                    .await?,
+            );
+        }
+        Ok(document)
+    }
+
     fn contended(&self, ns: &Namespace, env: &Environment) -> bool {
         let contended = self.contended.lock().unwrap_or_else(|p| p.into_inner());
         contended
@@ -634,9 +660,7 @@ impl Validator {
                 Intent::Restore(target) => (validate::difference(&current, target).0, false),
             };
             // A child environment is validated together with what it inherits.
-            let inherited = crate::inherit::inherited_document(&self.store, ns, env)
-                .await
-                .map_err(from_store)?;
+            let inherited = self.inherited(ns, env).await?;
             let own_schema = schema.as_deref().filter(|_| inherited.is_empty());
             let planned =
                 validate::plan(&current, &changes, replace, own_schema, self.require_schema)
@@ -946,9 +970,7 @@ impl Validator {
         for env in self.store.environments(&ns).await.map_err(from_store)? {
             let state = self.store.load_state(&ns, &env).await.map_err(from_store)?;
             // What the environment holds, with what it inherits (own values win).
-            let inherited = crate::inherit::inherited_document(&self.store, &ns, &env)
-                .await
-                .map_err(from_store)?;
+            let inherited = self.inherited(&ns, &env).await?;
             let clear = self
                 .vault
                 .open_document(&ns, &env, state.documents())

@@ -236,3 +236,40 @@ async fn sensitive_values_are_sealed_everywhere_but_in_their_subscribers() {
         );
     }
 }
+
+/// A child environment inherits a sensitive value from its parent: the validator checks the
+/// child's change sets against the parent's clear value (a sealed one would break the schema's
+/// `type: string`), and the child's subscriber reads the clear value through the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_inherits_a_sensitive_value_in_clear() {
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let url = nats.url();
+    let schema =
+        std::env::temp_dir().join(format!("sensitive-inherit-{}.json", std::process::id()));
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "required": ["db.password"], "properties": {
+            "db.password": {"type": "string", "minLength": 8, "x-mycosynth-sensitive": true},
+            "db.pool": {"type": "integer"}}}"#,
+    )
+    .unwrap();
+    let ok = |out: std::process::Output| assert!(out.status.success(), "{}", stderr(&out));
+    ok(run_cli(&url, &["schema", "push", NS, schema.to_str().unwrap()]).await);
+    ok(run_cli(
+        &url,
+        &["set", NS, "base", "db.password", &format!("{SECRET:?}")],
+    )
+    .await);
+    ok(run_cli(&url, &["parent", NS, "eu", "base"]).await);
+    // Required and typed: satisfied only by the parent's opened value.
+    ok(run_cli(&url, &["set", NS, "eu", "db.pool", "7"]).await);
+    let child = Subscriber::builder(NS, "eu")
+        .nats_url(&url)
+        .connect()
+        .await
+        .expect("child subscriber");
+    assert_eq!(child.get::<String>("db.password").unwrap(), SECRET);
+    assert_eq!(child.get::<u32>("db.pool").unwrap(), 7);
+    let _ = std::fs::remove_file(&schema);
+}
