@@ -620,11 +620,17 @@ impl Validator {
         if let Some(id) = &attribution.request_id {
             wire::check_request_id(id).map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
         }
-        let slot = self.slot(ns, env);
-        let mut cached = slot.lock().await;
         if let Some(outcome) = self.replay(ns, env, &attribution, dry_run).await? {
             return Ok(outcome);
         }
+        // Reads that do not depend on this namespace/environment's own state happen before its
+        // lock: under it, every round trip to the config stream (which is busy with commits)
+        // would hold up every change set queued behind this one. A request applied meanwhile
+        // is still caught: its idempotency record fails the batch, and the replay below finds it.
+        let schema = self.schema(ns).await?;
+        let inherited = self.inherited(ns, env).await?;
+        let slot = self.slot(ns, env);
+        let mut cached = slot.lock().await;
         let mut fresh = false;
         for attempt in 1..=MAX_COMMIT_ATTEMPTS {
             let state = match cached.take() {
@@ -653,14 +659,12 @@ impl Validator {
                     });
                 }
             }
-            let schema = self.schema(ns).await?;
             let current = self.vault.open_document(ns, env, state.documents()).await?;
             let (changes, replace) = match &intent {
                 Intent::Changes { changes, replace } => (changes.clone(), *replace),
                 Intent::Restore(target) => (validate::difference(&current, target).0, false),
             };
             // A child environment is validated together with what it inherits.
-            let inherited = self.inherited(ns, env).await?;
             let own_schema = schema.as_deref().filter(|_| inherited.is_empty());
             let planned =
                 validate::plan(&current, &changes, replace, own_schema, self.require_schema)

@@ -563,6 +563,27 @@ async fn history_names_the_verified_identity_and_bad_signatures_are_refused() {
     )
     .await;
     assert_eq!(json(stdout(&out).trim())["version"], 1, "{}", stdout(&out));
+
+    // The audit log names the verified identity of the accepted change, and records each of
+    // the three refused requests.
+    let out = run_as(
+        &url,
+        Some("admin"),
+        &["--json", "audit", "--namespace", NS_A, "--env", ENV],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records: Vec<serde_json::Value> = stdout(&out).lines().map(json).collect();
+    let changes: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["action"] == "change").collect();
+    let accepted: Vec<_> = changes.iter().filter(|r| r["outcome"] == "ok").collect();
+    assert_eq!(accepted.len(), 1, "{records:?}");
+    assert_eq!(accepted[0]["identity"], "alice", "{records:?}");
+    let denied = changes
+        .iter()
+        .filter(|r| r["outcome"] == "access_denied")
+        .count();
+    assert_eq!(denied, 3, "unsigned, forged, unregistered: {records:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
