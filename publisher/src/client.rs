@@ -37,19 +37,9 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> ApiError {
 }
 
 impl ApiClient {
-    /// Connects to NATS.
+    /// Connects to NATS without credentials (open mode).
     pub async fn connect(urls: &str, timeout: Duration) -> Result<ApiClient, ApiError> {
-        let client = crate::connect(urls, "mycosynth-cli").await.map_err(|e| {
-            error(
-                ErrorKind::Unavailable,
-                format!("cannot connect to NATS at {urls}: {e}"),
-            )
-        })?;
-        Ok(ApiClient {
-            client,
-            timeout,
-            signer: None,
-        })
+        ApiClient::connect_with(urls, timeout, &mycosynth_subscriber::Credentials::default()).await
     }
 
     /// Connects with `credentials`; with an nkey, every request is signed with it.

@@ -105,24 +105,7 @@ async fn two_validators_never_lose_or_interleave_change_sets() {
     );
     assert!(accepted.len() >= 190, "too many refusals: {refused}");
 
-    let history: HistoryOutcome = api
-        .call(
-            endpoint::HISTORY,
-            &HistoryRequest {
-                namespace: "checkout".into(),
-                environment: "prod".into(),
-                key: None,
-                limit: Some(1000),
-            },
-        )
-        .await
-        .unwrap();
-    let versions: Vec<u64> = history
-        .change_sets
-        .iter()
-        .rev()
-        .map(|s| s.version)
-        .collect();
+    let (history, versions) = history_of(&api, "checkout").await;
     assert_eq!(
         versions,
         (1..=accepted.len() as u64).collect::<Vec<_>>(),
@@ -192,24 +175,7 @@ async fn grouped_change_sets_are_each_whole_and_in_order() {
         );
         let outcome: ChangeOutcome = api.call(endpoint::CHANGE, &request).await.unwrap();
         assert_eq!(outcome.version, 11, "{ns}: 10 change sets, then this one");
-        let history: HistoryOutcome = api
-            .call(
-                endpoint::HISTORY,
-                &HistoryRequest {
-                    namespace: ns.clone(),
-                    environment: "prod".into(),
-                    key: None,
-                    limit: Some(100),
-                },
-            )
-            .await
-            .unwrap();
-        let versions: Vec<u64> = history
-            .change_sets
-            .iter()
-            .rev()
-            .map(|s| s.version)
-            .collect();
+        let (history, versions) = history_of(&api, &ns).await;
         assert_eq!(versions, (1..=11).collect::<Vec<_>>(), "{ns}");
         for set in history.change_sets.iter().filter(|s| s.version <= 10) {
             assert_eq!(set.changes.len(), 2, "{ns} v{} is whole", set.version);
@@ -230,4 +196,27 @@ async fn grouped_change_sets_are_each_whole_and_in_order() {
     assert_eq!(commits, 220.0);
     assert!(groups < commits, "no two change sets shared a batch");
     assert_eq!(value("mycosynth_validator_commit_conflicts_total"), 0.0);
+}
+
+/// The history of `ns`/prod and its versions, oldest first.
+async fn history_of(api: &mycosynth::client::ApiClient, ns: &str) -> (HistoryOutcome, Vec<u64>) {
+    let history: HistoryOutcome = api
+        .call(
+            endpoint::HISTORY,
+            &HistoryRequest {
+                namespace: ns.into(),
+                environment: "prod".into(),
+                key: None,
+                limit: Some(1000),
+            },
+        )
+        .await
+        .unwrap();
+    let versions = history
+        .change_sets
+        .iter()
+        .rev()
+        .map(|s| s.version)
+        .collect();
+    (history, versions)
 }
