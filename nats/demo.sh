@@ -82,4 +82,9 @@ grep "version 3" "$work/service.log" || true
 
 echo "==> mycosynth history payment-service production"
 "$bin" history payment-service production
+
+echo "==> mycosynth audit --namespace payment-service --limit 6   (every request, accepted or refused, with the verified identity)"
+"$bin" audit --namespace payment-service --limit 6
+echo "==> mycosynth audit verify   (the hash chain of the audit log)"
+"$bin" audit verify
 echo "==> demo done; stopping everything"
