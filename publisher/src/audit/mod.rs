@@ -25,7 +25,7 @@ use mycosynth_subscriber::wire::{
     audit_subject, ApiError, AuditOutcome, AuditRecord, AuditRequest, AuditVerifyOutcome,
     AuditVerifyRequest, ErrorKind, AUDIT_STREAM, AUDIT_SUBJECTS, GENESIS_HASH,
 };
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{oneshot, Mutex as AsyncMutex};
 
 /// Why the audit log could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,12 @@ pub struct Auditor {
     js: jetstream::Context,
     /// Serializes this instance's appends; `None` until read from the stream.
     tip: AsyncMutex<Option<Tip>>,
+    /// Records waiting for the tip; whoever holds it next appends them all.
+    queue: std::sync::Mutex<Vec<Waiting>>,
 }
+
+/// A record waiting to be appended, and where its sequence goes.
+type Waiting = (AuditRecord, oneshot::Sender<Result<u64, AuditError>>);
 
 impl Auditor {
     /// Opens the audit stream, creating it (file storage, deletes and purges denied) on first use.
@@ -83,6 +88,8 @@ impl Auditor {
             deny_delete: true,
             deny_purge: true,
             allow_direct: true,
+            // Records waiting together are appended as one atomic batch (see `append`).
+            allow_atomic_publish: true,
             ..Default::default()
         })
         .await
@@ -90,13 +97,155 @@ impl Auditor {
         Ok(Auditor {
             js,
             tip: AsyncMutex::new(None),
+            queue: std::sync::Mutex::new(Vec::new()),
         })
     }
 
     /// Seals `record` (sequence, previous hash, hash) onto the end of the chain and stores it.
     /// Returns its sequence.
-    pub async fn append(&self, mut record: AuditRecord) -> Result<u64, AuditError> {
-        let mut tip = self.tip.lock().await;
+    ///
+    /// Records that arrive while another append is in flight wait in a queue; the next holder
+    /// of the tip appends all of them as one atomic batch (chained in queue order, the first
+    /// one conditional on the stream's last sequence), so concurrent requests share one
+    /// round trip instead of queueing for one each.
+    pub async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        let (sender, answer) = oneshot::channel();
+        self.lock_queue().push((record, sender));
+        {
+            let mut tip = self.tip.lock().await;
+            let group = std::mem::take(&mut *self.lock_queue());
+            if !group.is_empty() {
+                metrics::histogram!("mycosynth_audit_append_group_size").record(group.len() as f64);
+            }
+            match group.len() {
+                0 => {} // an earlier holder appended ours
+                1 => {
+                    for (record, sender) in group {
+                        let _ = sender.send(self.append_one(&mut tip, record).await);
+                    }
+                }
+                _ => self.append_group(&mut tip, group).await,
+            }
+        }
+        answer
+            .await
+            .map_err(|_| AuditError::Unavailable("the audit append was dropped".into()))?
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `group` as one atomic batch; on a lost race re-reads the tip and tries again; if
+    /// the stream refuses batches (created before they were enabled), one record at a time.
+    async fn append_group(&self, tip: &mut Option<Tip>, group: Vec<Waiting>) {
+        let deadline = tokio::time::Instant::now() + APPEND_BUDGET;
+        let (mut records, senders): (Vec<AuditRecord>, Vec<_>) = group.into_iter().unzip();
+        let result = loop {
+            if tokio::time::Instant::now() >= deadline {
+                break Err(AuditError::Unavailable(
+                    "the audit log is being appended to too fast; gave up".into(),
+                ));
+            }
+            let current = match tip.take() {
+                Some(current) => current,
+                None => match self.read_tip().await {
+                    Ok(current) => current,
+                    Err(err) => break Err(err),
+                },
+            };
+            let mut last = current.clone();
+            for record in records.iter_mut() {
+                record.seq = last.seq + 1;
+                record.prev_hash = last.hash.clone();
+                record.hash = record.compute_hash();
+                last = Tip {
+                    seq: record.seq,
+                    hash: record.hash.clone(),
+                };
+            }
+            match self.publish_batch(&records, current.seq).await {
+                Ok(acked) if acked == last.seq => {
+                    *tip = Some(last);
+                    for record in &records {
+                        metrics::counter!("mycosynth_audit_records_total", "outcome" => record.outcome.clone())
+                            .increment(1);
+                    }
+                    break Ok(());
+                }
+                // Stored, but not where we chained it: the next append re-reads the tip.
+                Ok(_) => break Ok(()),
+                Err(Some(PublishErrorKind::WrongLastSequence)) => {
+                    metrics::counter!("mycosynth_audit_append_races_total").increment(1);
+                }
+                Err(_) => {
+                    // Not a race: append them one by one, each with its own answer.
+                    *tip = Some(current);
+                    for (record, sender) in records.into_iter().zip(senders) {
+                        let _ = sender.send(self.append_one(tip, record).await);
+                    }
+                    return;
+                }
+            }
+        };
+        for (record, sender) in records.iter().zip(senders) {
+            let _ = sender.send(match &result {
+                Ok(()) => Ok(record.seq),
+                Err(err) => Err(AuditError::Unavailable(err.to_string())),
+            });
+        }
+    }
+
+    /// Publishes `records` as one atomic batch, the first conditional on the stream's last
+    /// sequence being `after`. Returns the acknowledged (last) sequence.
+    async fn publish_batch(
+        &self,
+        records: &[AuditRecord],
+        after: u64,
+    ) -> Result<u64, Option<PublishErrorKind>> {
+        let client = self.js.client();
+        let batch_id = nuid::next().to_string();
+        for (index, record) in records.iter().enumerate() {
+            let payload: Bytes = serde_json::to_vec(record).map_err(|_| None)?.into();
+            let mut headers = HeaderMap::new();
+            headers.insert(header::NATS_BATCH_ID, batch_id.as_str());
+            headers.insert(
+                header::NATS_BATCH_SEQUENCE,
+                (index + 1).to_string().as_str(),
+            );
+            if index == 0 {
+                headers.insert(
+                    header::NATS_EXPECTED_LAST_SEQUENCE,
+                    after.to_string().as_str(),
+                );
+            }
+            let subject = audit_subject(&record.action);
+            if index + 1 < records.len() {
+                client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .map_err(|_| None)?;
+                continue;
+            }
+            headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map_err(|e| Some(e.kind()))?
+                .await
+                .map_err(|e| Some(e.kind()))?;
+            return Ok(ack.sequence);
+        }
+        Err(None)
+    }
+
+    /// Appends one record, conditional on the stream's last sequence; retries lost races.
+    async fn append_one(
+        &self,
+        tip: &mut Option<Tip>,
+        mut record: AuditRecord,
+    ) -> Result<u64, AuditError> {
         let deadline = tokio::time::Instant::now() + APPEND_BUDGET;
         while tokio::time::Instant::now() < deadline {
             let current = match tip.take() {

@@ -196,6 +196,12 @@ async fn grouped_change_sets_are_each_whole_and_in_order() {
     assert_eq!(commits, 220.0);
     assert!(groups < commits, "no two change sets shared a batch");
     assert_eq!(value("mycosynth_validator_commit_conflicts_total"), 0.0);
+    // Their audit records were appended in groups too, and the hash chain is intact.
+    let appends = value("mycosynth_audit_append_group_size_count");
+    println!("{appends} audit appends for {commits} commits and their reads");
+    assert!(appends < commits, "no two audit records shared an append");
+    let out = run_cli(&nats.url(), &["audit", "verify"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// The history of `ns`/prod and its versions, oldest first.
