@@ -253,14 +253,7 @@ impl Subscriber {
         if self.parents.is_empty() {
             return self.shared.snapshot.load().get_or(key, default);
         }
-        match self.get(key) {
-            Ok(value) => value,
-            Err(GetError::Missing { .. }) => default,
-            Err(GetError::WrongType { .. }) => {
-                metrics::counter!("mycosynth_subscriber_read_type_errors_total").increment(1);
-                default
-            }
-        }
+        snapshot::or_default(self.get(key), default)
     }
 
     /// Every key under `prefix.` as a nested object deserialized into `T`.

@@ -164,14 +164,7 @@ impl Snapshot {
     /// `mycosynth_subscriber_read_type_errors_total` metric).
     #[inline]
     pub fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> T {
-        match self.get(key) {
-            Ok(value) => value,
-            Err(GetError::Missing { .. }) => default,
-            Err(GetError::WrongType { .. }) => {
-                metrics::counter!("mycosynth_subscriber_read_type_errors_total").increment(1);
-                default
-            }
-        }
+        or_default(self.get(key), default)
     }
 
     /// Every key under `prefix` (`prefix.rest`), stored or defaulted, as a nested object
@@ -265,6 +258,19 @@ impl Snapshot {
             defaults: Arc::clone(&self.defaults),
             committed_at_us: self.committed_at_us,
             sections: OnceLock::new(),
+        }
+    }
+}
+
+/// A read's value, or `default` when the key is missing or of the wrong type (counted).
+#[inline]
+pub(crate) fn or_default<T>(read: Result<T, GetError>, default: T) -> T {
+    match read {
+        Ok(value) => value,
+        Err(GetError::Missing { .. }) => default,
+        Err(GetError::WrongType { .. }) => {
+            metrics::counter!("mycosynth_subscriber_read_type_errors_total").increment(1);
+            default
         }
     }
 }

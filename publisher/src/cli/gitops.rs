@@ -106,13 +106,7 @@ fn refuse(findings: &[repo::Finding], json: bool) -> Result<(), CliError> {
     if findings.is_empty() {
         return Ok(());
     }
-    for finding in findings {
-        if json {
-            eprintln!("{}", serde_json::to_string(finding).unwrap_or_default());
-        } else {
-            eprintln!("mycosynth: validation failed: {finding}");
-        }
-    }
+    print_findings(findings, json);
     Err(CliError::Local(
         exit::VALIDATION,
         format!("{} rule(s) broken; nothing was deployed", findings.len()),
@@ -143,17 +137,22 @@ pub fn validate(dir: &Path, require_schema: bool, json: bool) -> Result<(), CliE
         }
         return Ok(());
     }
-    for finding in &findings {
+    print_findings(&findings, json);
+    Err(CliError::Local(
+        exit::VALIDATION,
+        format!("{} rule(s) broken in {}", findings.len(), dir.display()),
+    ))
+}
+
+/// One line per broken rule on stderr (JSON lines with `--json`).
+fn print_findings(findings: &[repo::Finding], json: bool) {
+    for finding in findings {
         if json {
             eprintln!("{}", serde_json::to_string(finding).unwrap_or_default());
         } else {
             eprintln!("mycosynth: validation failed: {finding}");
         }
     }
-    Err(CliError::Local(
-        exit::VALIDATION,
-        format!("{} rule(s) broken in {}", findings.len(), dir.display()),
-    ))
 }
 
 fn selected<'a>(files: Vec<&'a repo::EnvFile>, select: &RepoSelect) -> Vec<&'a repo::EnvFile> {
