@@ -637,9 +637,34 @@ impl Validator {
                 Some(state) => state,
                 None => {
                     fresh = true;
-                    self.store.load_state(ns, env).await.map_err(from_store)?
+                    let mut state = self.store.load_state(ns, env).await.map_err(from_store)?;
+                    match self.store.complete(ns, env, &mut state).await {
+                        Ok(()) => state,
+                        // The head moved while we read it: read again.
+                        Err(StoreError::Conflict) => continue,
+                        Err(err) => return Err(from_store(err)),
+                    }
                 }
             };
+            // A retry of the change set that made the current version, which may have been
+            // committed a moment ago (its idempotency record is written just after its head).
+            if let (Some(id), Some((last, change_id)), false) =
+                (&attribution.request_id, &state.last_request, dry_run)
+            {
+                if id == last {
+                    metrics::counter!("mycosynth_validator_replayed_requests_total").increment(1);
+                    let outcome = ChangeOutcome {
+                        version: state.version,
+                        previous_version: state.version.saturating_sub(1),
+                        committed: true,
+                        change_id: Some(change_id.clone()),
+                        diff: Vec::new(),
+                        replayed: true,
+                    };
+                    *cached = Some(state);
+                    return Ok(outcome);
+                }
+            }
             if let Some(expected) = expected_version {
                 if expected != state.version {
                     if !fresh {
@@ -715,33 +740,11 @@ impl Validator {
 
             let meta = new_meta(&attribution);
             let version = state.version + 1;
-            let values: Vec<(String, ValueRecord)> = plan
-                .changes
-                .iter()
-                .filter_map(|c| {
-                    let value = c.value.clone()?;
-                    Some((
-                        c.key.clone(),
-                        ValueRecord {
-                            value,
-                            version,
-                            meta: meta.clone(),
-                        },
-                    ))
-                })
-                .collect();
-            let history = ChangeSetRecord {
-                namespace: ns.to_string(),
-                environment: env.to_string(),
-                version,
-                previous_version: state.version,
-                meta: meta.clone(),
-                changes: plan.changes.clone(),
-            };
             let head = HeadRecord {
                 version,
                 keys: plan.document.len() as u64,
                 meta: meta.clone(),
+                changes: Some(plan.changes.clone()),
             };
             let started = Instant::now();
             let head_expected = if state.pending {
@@ -755,9 +758,7 @@ impl Validator {
                     namespace: ns,
                     environment: env,
                     head_expected,
-                    values: values.clone(),
-                    history,
-                    head,
+                    head: head.clone(),
                     request_id: attribution.request_id.as_deref(),
                     event: Some(change_event(ns, env, version, &plan.changes, &meta)),
                 })
@@ -774,13 +775,22 @@ impl Validator {
             // fails, so does the next, and both reload.
             let mut next = state;
             for change in &plan.changes {
-                if change.value.is_none() {
-                    next.values.remove(&change.key);
+                match &change.value {
+                    Some(value) => {
+                        next.values
+                            .insert(change.key.clone(), head.value_record(value.clone()));
+                    }
+                    None => {
+                        next.values.remove(&change.key);
+                    }
                 }
             }
-            next.values.extend(values);
             next.version = version;
             next.pending = true;
+            next.last_request = attribution
+                .request_id
+                .clone()
+                .map(|id| (id, meta.change_id.clone()));
             *cached = Some(next);
             let committed = if self.contended(ns, env) {
                 // Another validator commits here too: change sets chained on this one would

@@ -1,12 +1,15 @@
 //! The validator's side of NATS JetStream: creating the buckets, reading state, history and
-//! schemas, and committing a change set as one atomic batch. All KV keys and subjects come from
-//! the wire contract (`mycosynth_subscriber::wire`).
+//! schemas, and staging change sets for the committer. All KV keys and subjects come from the
+//! wire contract (`mycosynth_subscriber::wire`).
 //!
-//! A commit is one JetStream atomic batch (ADR-50) on the config bucket's stream: every changed
-//! key, the history record of the new version and, last, the version head, published with a
-//! compare-and-set on the head's previous revision. Either all of it is stored or none of it, and
-//! two validators racing on one namespace/environment cannot both win: the loser's batch fails
-//! as a whole and it reloads and retries.
+//! The commit point of a change set is its version head, written with a compare-and-set on the
+//! head's previous revision and carrying the whole change set: two validators racing on one
+//! namespace/environment cannot both win. The value keys, the history record and the idempotency
+//! record of that version are its materialisation: written with the head (one atomic batch) or
+//! right after it, conditional on the head still being that version. Readers roll a head's
+//! change set forward over whatever of it is not materialised yet, and a writer completes it
+//! ([`Store::complete`]) before committing the next version, so at most the newest version is
+//! ever incomplete. See [`crate::committer`] for when each way is used.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -62,6 +65,12 @@ pub struct State {
     pub pending: bool,
     /// Current values with their records.
     pub values: BTreeMap<String, ValueRecord>,
+    /// The idempotency key and change id of the change set that made `version`, if it had a key:
+    /// a retry of it is answered from here even before its idempotency record is written.
+    pub last_request: Option<(String, String)>,
+    /// The head's change set was not (completely) materialised when this state was read: `values`
+    /// include it (rolled forward), and [`Store::complete`] must write it before the next commit.
+    pub incomplete: Option<Box<HeadRecord>>,
 }
 
 impl State {
@@ -84,14 +93,11 @@ pub struct Commit<'a> {
     /// What the head must be for the commit to succeed: the revision the change set was
     /// validated against, or the head of the previous change set still in flight.
     pub head_expected: HeadExpected,
-    /// The new records of set keys; deleted keys are in `history.changes` with no value.
-    pub values: Vec<(String, ValueRecord)>,
-    /// The history record of the new version.
-    pub history: ChangeSetRecord,
-    /// The new head.
+    /// The new head, carrying the change set (`changes`): value records and the history record
+    /// are derived from it.
     pub head: HeadRecord,
-    /// The client's idempotency key: recorded in the same batch, with a compare-and-set that
-    /// fails the whole batch if the key was already applied.
+    /// The client's idempotency key: recorded with the commit; a retry of an applied key never
+    /// commits twice.
     pub request_id: Option<&'a str>,
     /// The change event (subject, bytes), published once the change set is stored, in commit
     /// order.
@@ -139,7 +145,7 @@ impl Store {
             .timeout(Duration::from_secs(5))
             .ack_timeout(COMMIT_ACK_TIMEOUT)
             .build(client.clone());
-        ensure_bucket(
+        let config_replicas = ensure_bucket(
             &js,
             CONFIG_BUCKET,
             "Mycosynth config values, version heads and history",
@@ -163,7 +169,7 @@ impl Store {
             .get_key_value(CONFIG_BUCKET)
             .await
             .map_err(|e| StoreError::Unavailable(format!("bucket {CONFIG_BUCKET}: {e}")))?;
-        let committer = Committer::start(client.clone(), js.clone());
+        let committer = Committer::start(client.clone(), js.clone(), config_replicas > 1);
         Ok(Store {
             committer,
             client,
@@ -194,6 +200,7 @@ impl Store {
         )
         .await?;
         let mut state = State::default();
+        let mut head = None;
         for entry in entries.iter().filter(|e| !e.deleted) {
             match classify_state_key(ns, env, &entry.key) {
                 Some(StateEntry::Value(key)) => {
@@ -201,14 +208,78 @@ impl Store {
                     state.values.insert(key.to_owned(), record);
                 }
                 Some(StateEntry::Head) => {
-                    let head = parse::<HeadRecord>(&entry.key, &entry.payload)?;
-                    state.version = head.version;
+                    let found = parse::<HeadRecord>(&entry.key, &entry.payload)?;
+                    state.version = found.version;
                     state.head_revision = entry.revision;
+                    state.last_request = found
+                        .meta
+                        .request_id
+                        .clone()
+                        .map(|id| (id, found.meta.change_id.clone()));
+                    head = Some(found);
                 }
                 Some(StateEntry::OtherMeta) | None => {}
             }
         }
+        // The head is the commit point: apply its change set to values not yet materialised.
+        if let Some(head) = head {
+            let values = std::cell::RefCell::new(&mut state.values);
+            let rolled = head.roll_forward(
+                |key, value| {
+                    let record = head.value_record(value.clone());
+                    let old = values.borrow_mut().insert(key.to_owned(), record.clone());
+                    old.as_ref() != Some(&record)
+                },
+                |key| values.borrow_mut().remove(key).is_some(),
+            );
+            if rolled {
+                state.incomplete = Some(Box::new(head));
+            }
+        }
         Ok(state)
+    }
+
+    /// Makes sure the change set of `state`'s head is materialised (values, history record,
+    /// idempotency record) before a change set is committed on top of it: the writer before us
+    /// may have died between its commit and its materialisation. Cheap when nothing is missing
+    /// (one direct get of the history record). `Conflict` when the head moved meanwhile.
+    pub async fn complete(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        state: &mut State,
+    ) -> Result<(), StoreError> {
+        let head = match state.incomplete.take() {
+            Some(head) => *head,
+            None if state.version == 0 => return Ok(()),
+            None => {
+                let history = history_key(ns, env, state.version);
+                let Some(head) = self.head(ns, env).await? else {
+                    return Ok(());
+                };
+                if head.changes.is_none()
+                    || head.version != state.version
+                    || get_record::<ChangeSetRecord>(&self.config, &history, self.read_timeout)
+                        .await?
+                        .is_some()
+                {
+                    return Ok(());
+                }
+                head
+            }
+        };
+        metrics::counter!("mycosynth_validator_materialisations_completed_total").increment(1);
+        tracing::info!(namespace = %ns, environment = %env, version = head.version, "completing the materialisation of a committed change set");
+        let messages = materialisation(ns, env, &head, None)?;
+        committer::materialise(
+            &self.client,
+            &self.js,
+            &kv_subject(CONFIG_BUCKET, &head_key(ns, env)),
+            state.head_revision,
+            &messages,
+            self.committer.replicated(),
+        )
+        .await
     }
 
     /// Commits a change set atomically and waits for it. Returns the KV revision of the new head.
@@ -221,43 +292,10 @@ impl Store {
     /// resolves to the KV revision of the new head.
     pub async fn stage(&self, commit: &Commit<'_>) -> Result<Receipt, StoreError> {
         let (ns, env) = (commit.namespace, commit.environment);
-        let message = |subject: String, payload: Bytes, expected: Option<u64>| Message {
-            subject,
-            deleted: payload.is_empty(),
-            payload,
-            expected_last_subject_sequence: expected,
-        };
-        let mut messages = Vec::with_capacity(commit.history.changes.len() + 3);
-        let records: BTreeMap<&str, &ValueRecord> =
-            commit.values.iter().map(|(k, r)| (k.as_str(), r)).collect();
-        for KeyChange { key, value } in &commit.history.changes {
-            let subject = kv_subject(CONFIG_BUCKET, &value_key(ns, env, key));
-            match (value, records.get(key.as_str())) {
-                (Some(_), Some(record)) => messages.push(message(subject, to_json(record)?, None)),
-                (None, _) => messages.push(message(subject, Bytes::new(), None)),
-                (Some(_), None) => {
-                    return Err(StoreError::Refused(format!("no record for key {key}")))
-                }
-            }
+        if commit.head.changes.is_none() {
+            return Err(StoreError::Refused("a head without its change set".into()));
         }
-        messages.push(message(
-            kv_subject(CONFIG_BUCKET, &history_key(ns, env, commit.head.version)),
-            to_json(&commit.history)?,
-            None,
-        ));
-        // The idempotency record must not exist yet: expected last subject sequence 0.
-        if let Some(id) = commit.request_id {
-            let record = RequestRecord {
-                version: commit.head.version,
-                change_id: commit.head.meta.change_id.clone(),
-            };
-            messages.push(message(
-                kv_subject(CONFIG_BUCKET, &request_key(ns, env, id)),
-                to_json(&record)?,
-                Some(0),
-            ));
-        }
-        // Last, the head, with its compare-and-set.
+        let messages = materialisation(ns, env, &commit.head, commit.request_id)?;
         self.committer
             .enqueue(Staged {
                 messages,
@@ -267,6 +305,7 @@ impl Store {
                 ),
                 head_expected: commit.head_expected,
                 event: commit.event.clone(),
+                dedup_id: commit.request_id.map(|id| request_key(ns, env, id)),
             })
             .await
     }
@@ -313,6 +352,16 @@ impl Store {
             .filter(|e| !e.deleted)
             .map(|e| parse::<ChangeSetRecord>(&e.key, &e.payload))
             .collect::<Result<Vec<_>, _>>()?;
+        // The newest version's record may not be materialised yet; its head carries it.
+        let newest = sets.iter().map(|s| s.version).max().unwrap_or(0);
+        if let Some(set) = self
+            .head(ns, env)
+            .await?
+            .filter(|head| head.version > newest)
+            .and_then(|head| head.change_set(ns.as_str(), env.as_str()))
+        {
+            sets.push(set);
+        }
         sets.sort_by_key(|s| s.version);
         Ok(sets)
     }
@@ -406,6 +455,56 @@ async fn get_record<T: serde::de::DeserializeOwned>(
     entry.map(|payload| parse(key, &payload)).transpose()
 }
 
+/// What a committed head's change set writes besides the head, in this order: the history record,
+/// the idempotency record, then every changed key. Values come last, so a reader that finds them
+/// all written knows the records before them are too. `new_request`: the idempotency key of a
+/// change set not committed yet (its record must not exist: expected sequence 0, which fails a
+/// batch that retries an applied request); completing a committed head passes None and writes
+/// the head's own key unconditionally.
+fn materialisation(
+    ns: &Namespace,
+    env: &Environment,
+    head: &HeadRecord,
+    new_request: Option<&str>,
+) -> Result<Vec<Message>, StoreError> {
+    let message = |key: String, payload: Bytes, expected: Option<u64>| Message {
+        subject: kv_subject(CONFIG_BUCKET, &key),
+        deleted: payload.is_empty(),
+        payload,
+        expected_last_subject_sequence: expected,
+    };
+    let history = head
+        .change_set(ns.as_str(), env.as_str())
+        .ok_or_else(|| StoreError::Refused("a head without its change set".into()))?;
+    let mut messages = Vec::with_capacity(history.changes.len() + 2);
+    messages.push(message(
+        history_key(ns, env, head.version),
+        to_json(&history)?,
+        None,
+    ));
+    let request = new_request.or(head.meta.request_id.as_deref());
+    if let Some(id) = request {
+        let record = RequestRecord {
+            version: head.version,
+            change_id: head.meta.change_id.clone(),
+        };
+        let expected = new_request.map(|_| 0);
+        messages.push(message(
+            request_key(ns, env, id),
+            to_json(&record)?,
+            expected,
+        ));
+    }
+    for KeyChange { key, value } in &history.changes {
+        let payload = match value {
+            Some(value) => to_json(&head.value_record(value.clone()))?,
+            None => Bytes::new(),
+        };
+        messages.push(message(value_key(ns, env, key), payload, None));
+    }
+    Ok(messages)
+}
+
 fn parse<T: serde::de::DeserializeOwned>(key: &str, payload: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(payload).map_err(|e| StoreError::Damaged {
         key: key.to_owned(),
@@ -425,7 +524,7 @@ pub(crate) async fn ensure_bucket(
     description: &str,
     atomic: bool,
     options: BucketOptions,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let unavailable =
         |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("bucket {bucket}: {e}"));
     let mut stream = match js.get_stream(kv_stream(bucket)).await {
@@ -463,5 +562,5 @@ pub(crate) async fn ensure_bucket(
             "enabled atomic batch publish on the bucket's stream"
         );
     }
-    Ok(())
+    Ok(info.config.num_replicas)
 }

@@ -42,6 +42,7 @@ pub(crate) async fn load_state(
         committed_at_us: 0,
         data_key: None,
     };
+    let mut head = None;
     for entry in entries.iter().filter(|e| !e.deleted) {
         match classify_state_key(ns, env, &entry.key) {
             Some(StateEntry::Value(key)) => {
@@ -53,13 +54,29 @@ pub(crate) async fn load_state(
                 }
             }
             Some(StateEntry::Head) => match serde_json::from_slice::<HeadRecord>(&entry.payload) {
-                Ok(head) => {
-                    state.version = head.version;
-                    state.committed_at_us = head.meta.time_us;
+                Ok(found) => {
+                    state.version = found.version;
+                    state.committed_at_us = found.meta.time_us;
+                    head = Some(found);
                 }
                 Err(err) => skip_damaged(&entry.key, &err),
             },
             Some(StateEntry::OtherMeta) | None => {}
+        }
+    }
+    // The head is the commit point; its change set may not be materialised in the value keys yet.
+    if let Some(head) = head {
+        let values = std::cell::RefCell::new(&mut state.values);
+        let rolled = head.roll_forward(
+            |key, value| {
+                let value = Arc::new(value.clone());
+                values.borrow_mut().insert(Arc::from(key), value.clone()) != Some(value)
+            },
+            |key| values.borrow_mut().remove(key).is_some(),
+        );
+        if rolled {
+            metrics::counter!("mycosynth_subscriber_rolled_forward_total").increment(1);
+            tracing::debug!(namespace = %ns, environment = %env, version = head.version, "applied the head's change set to values not yet materialised");
         }
     }
     if state.values.values().any(|v| crate::wire::is_sealed(v)) {

@@ -222,6 +222,26 @@ mod contract_tests {
         );
         let back: ChangeSetRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, set, "null value and deletion must stay distinct");
+        // The head is the commit point: it carries its change set, and the history record
+        // derived from it is the one the validator writes.
+        let head = HeadRecord {
+            version: 3,
+            keys: 1,
+            meta: set.meta.clone(),
+            changes: Some(set.changes.clone()),
+        };
+        assert_eq!(
+            serde_json::to_string(&head).unwrap(),
+            r#"{"version":3,"keys":1,"change_id":"c1","author":"alice","time":"2026-01-01T00:00:00Z","time_us":1767225600000000,"reason":"why","source":"cli","changes":[{"key":"a","value":null},{"key":"b"}]}"#
+        );
+        assert_eq!(head.change_set("ns", "prod"), Some(set));
+        // Heads written before the head carried its change set still read.
+        let old: HeadRecord = serde_json::from_str(
+            r#"{"version":3,"keys":1,"change_id":"c1","author":"alice","time":"2026-01-01T00:00:00Z","time_us":1,"source":"cli"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.changes, None);
+        assert!(!old.roll_forward(|_, _| true, |_| true));
     }
 
     /// The chain's hash is part of the contract: a change here breaks every stored chain.

@@ -81,6 +81,11 @@ pub struct ValueRecord {
 
 /// KV value of `<namespace>.<env>._meta.head`: the current version of a namespace/environment.
 /// Every commit rewrites it with a compare-and-set on its previous revision.
+///
+/// The head is the commit point: it carries the change set that made its version (`changes`),
+/// and the value keys, history record and idempotency record of that version are written after
+/// it ("materialised"). A reader that finds some of them missing applies `changes` itself
+/// ([`HeadRecord::roll_forward`]); a writer completes them before the next version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadRecord {
     /// The current version.
@@ -90,6 +95,80 @@ pub struct HeadRecord {
     /// The change set that produced this version.
     #[serde(flatten)]
     pub meta: ChangeMeta,
+    /// Every key the change set of this version changed (as in its [`ChangeSetRecord`]).
+    /// Absent in heads written before the head became the commit point: those were written in
+    /// one atomic batch with their values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<KeyChange>>,
+}
+
+impl HeadRecord {
+    /// The value record a key set by this version holds.
+    pub fn value_record(&self, value: serde_json::Value) -> ValueRecord {
+        ValueRecord {
+            value,
+            version: self.version,
+            meta: self.meta.clone(),
+        }
+    }
+
+    /// The history record of this version, when the head carries its change set.
+    pub fn change_set(&self, namespace: &str, environment: &str) -> Option<ChangeSetRecord> {
+        Some(ChangeSetRecord {
+            namespace: namespace.to_owned(),
+            environment: environment.to_owned(),
+            version: self.version,
+            previous_version: self.version.saturating_sub(1),
+            meta: self.meta.clone(),
+            changes: self.changes.clone()?,
+        })
+    }
+
+    /// Applies this version's change set to values read from KV at any moment after the head
+    /// was committed: `set(key, value)` for each key it set, `delete(key)` for each it deleted;
+    /// each says whether it changed anything. Values already materialised are rewritten with the
+    /// same, so the result is this version's state whether materialisation was complete, partial
+    /// or not started. Returns whether anything changed, i.e. whether materialisation was
+    /// incomplete.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use mycosynth_subscriber::wire::{ChangeMeta, ChangeSource, HeadRecord, KeyChange};
+    /// let head = HeadRecord {
+    ///     version: 2,
+    ///     keys: 1,
+    ///     meta: ChangeMeta {
+    ///         change_id: "c2".into(), author: "ops".into(), time: "2026-01-01T00:00:00Z".into(),
+    ///         time_us: 1, reason: String::new(), source: ChangeSource::Cli, git_commit: None,
+    ///         request_id: None, emergency: false,
+    ///     },
+    ///     changes: Some(vec![KeyChange::set("a", 5.into()), KeyChange::delete("b")]),
+    /// };
+    /// let values = std::cell::RefCell::new(BTreeMap::from([("a", 1), ("b", 2)]));
+    /// let incomplete = head.roll_forward(
+    ///     |key, value| {
+    ///         let new = value.as_i64().unwrap_or(0);
+    ///         values.borrow_mut().insert(if key == "a" { "a" } else { "b" }, new) != Some(new)
+    ///     },
+    ///     |key| values.borrow_mut().remove(key).is_some(),
+    /// );
+    /// assert!(incomplete);
+    /// assert_eq!(values.into_inner(), BTreeMap::from([("a", 5)]));
+    /// ```
+    pub fn roll_forward(
+        &self,
+        mut set: impl FnMut(&str, &serde_json::Value) -> bool,
+        mut delete: impl FnMut(&str) -> bool,
+    ) -> bool {
+        let mut changed = false;
+        for change in self.changes.iter().flatten() {
+            changed |= match &change.value {
+                Some(value) => set(&change.key, value),
+                None => delete(&change.key),
+            };
+        }
+        changed
+    }
 }
 
 /// One key's change in a change set: a new value, or `None` for a deletion.

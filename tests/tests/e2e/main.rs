@@ -2,6 +2,8 @@
 //!
 //! - `change_path`: a CLI change reaches a subscriber in another process; atomic apply; a
 //!   standard KV client reads our JSON.
+//! - `commit_point`: a head written without its values (validator died) is rolled forward by
+//!   readers, replayed to a retry, and completed by the next writer.
 //! - `validation`: every invalid input is refused with its exit code and changes nothing.
 //! - `concurrency`: optimistic concurrency and two validators under 200 concurrent requests.
 //! - `rollback`: rollback restores a version's state beyond KV's 64-revision history.
@@ -20,6 +22,7 @@
 mod abuse;
 mod audit;
 mod change_path;
+mod commit_point;
 mod concurrency;
 mod fleet;
 mod gitops;
@@ -153,26 +156,11 @@ pub async fn commit_bypassing_validator(
             head_expected: mycosynth::committer::HeadExpected::Revision(state.head_revision),
             request_id: None,
             event: None,
-            values: vec![(
-                key.into(),
-                ValueRecord {
-                    value: value.clone(),
-                    version,
-                    meta: meta.clone(),
-                },
-            )],
-            history: ChangeSetRecord {
-                namespace: ns.into(),
-                environment: env.into(),
-                version,
-                previous_version: version - 1,
-                meta: meta.clone(),
-                changes: vec![change],
-            },
             head: HeadRecord {
                 version,
                 keys: state.values.len() as u64 + 1,
                 meta,
+                changes: Some(vec![change]),
             },
         })
         .await
