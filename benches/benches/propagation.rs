@@ -78,6 +78,15 @@ async fn main() {
     }
     let core = core_floor(&url, 2000).await;
     rows.push(core.row("floor: core NATS publish → subscriber"));
+    if std::env::args().any(|a| a == "--latency-only") {
+        // `cargo bench -p mycosynth-benches --bench propagation -- --latency-only`: a quick look
+        // at propagation against the floor while working; no report is written.
+        println!(
+            "\n| path (µs) | p50 | p90 | p99 | p99.9 | max | n |\n|---|---|---|---|---|---|---|"
+        );
+        rows.iter().for_each(|row| println!("{row}"));
+        return;
+    }
     let etcd = etcd_peer(&mut rows).await;
     let durable = durable_propagation(&mut rows).await;
 

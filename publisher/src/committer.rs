@@ -1,20 +1,24 @@
-//! Group commit. Change sets that are ready at the same time are written as ONE JetStream atomic
-//! batch: the server's cost of a batch (staging it, then applying it under the stream's lock) is
-//! paid once for the group instead of once per change set.
+//! Group commit. Change sets that are ready at the same time are committed together:
 //!
-//! - Different namespaces/environments: each change set in a group keeps its own
-//!   compare-and-set on its head (and on its idempotency record), so a group is all-or-nothing
-//!   like a single change set.
-//! - One namespace/environment: the validator may stage version v+1 while v is still in flight
-//!   ([`HeadExpected::AfterPrevious`]). The committer then writes v+1 in the same batch as v
-//!   (whose compare-and-set covers both), or in the next batch with the head revision v's
-//!   acknowledgement gave; if v failed, v+1 fails too, and the validator reloads and retries.
+//! - **Heads apart** (each change set of the group has its own version head): each is committed
+//!   by its head alone, one put with a compare-and-set, the head carrying the change set; the
+//!   heads of a group are in flight together. Then the change events go out, then each version's
+//!   materialisation (history, idempotency record, values), every message conditional on its head
+//!   ([`materialise`]). A plain put costs about a tenth of an atomic batch on a single node, where
+//!   the server stages every batch in a temporary file store.
+//! - **Several versions of one head**: the validator may stage version v+1 while v is still in
+//!   flight ([`HeadExpected::AfterPrevious`]). Such a group is written as ONE JetStream atomic
+//!   batch, materialisation and head of each change set together, each head with its own
+//!   compare-and-set (v+1's is covered by v's in the same batch, or is the revision v's ack gave);
+//!   if v failed, v+1 fails too, and the validator reloads and retries.
 //!
-//! When a group fails on a compare-and-set, nobody can tell from the error whose it was: its
-//! halves are committed again, down to single change sets, each getting its own answer. Change events are
-//! published here, right after the acknowledgement and in commit order, so subscribers receive
+//! When a batch fails on a compare-and-set, nobody can tell from the error whose it was: its
+//! halves are committed again, down to single change sets, each getting its own answer. Change
+//! events are published here, right after the commit and in commit order, so subscribers receive
 //! versions in order even when several commits of one namespace are in flight. A lone change set
-//! is committed at once: grouping never adds waiting, it only uses the time a batch is in flight.
+//! is committed at once: grouping never adds waiting, it only uses the time a commit is in
+//! flight. A group is answered, and the next one taken, only once its versions are materialised:
+//! this validator never commits v+1 of a head before v is complete.
 //!
 //! One committer task per validator process; it ends when the last `Store` handle is dropped.
 

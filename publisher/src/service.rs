@@ -620,15 +620,20 @@ impl Validator {
         if let Some(id) = &attribution.request_id {
             wire::check_request_id(id).map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
         }
-        if let Some(outcome) = self.replay(ns, env, &attribution, dry_run).await? {
+        // Reads that do not depend on this namespace/environment's own state happen before its
+        // lock, and together (one round trip, not three): under the lock, every round trip to the
+        // config stream (which is busy with commits) would hold up every change set queued
+        // behind this one. A request applied meanwhile is still caught: by the head it made, by
+        // its idempotency record, or by the head's duplicate id (see `committer`).
+        let (replayed, schema, inherited) = tokio::join!(
+            self.replay(ns, env, &attribution, dry_run),
+            self.schema(ns),
+            self.inherited(ns, env)
+        );
+        if let Some(outcome) = replayed? {
             return Ok(outcome);
         }
-        // Reads that do not depend on this namespace/environment's own state happen before its
-        // lock: under it, every round trip to the config stream (which is busy with commits)
-        // would hold up every change set queued behind this one. A request applied meanwhile
-        // is still caught: its idempotency record fails the batch, and the replay below finds it.
-        let schema = self.schema(ns).await?;
-        let inherited = self.inherited(ns, env).await?;
+        let (schema, inherited) = (schema?, inherited?);
         let slot = self.slot(ns, env);
         let mut cached = slot.lock().await;
         let mut fresh = false;

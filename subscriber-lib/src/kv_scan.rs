@@ -2,9 +2,10 @@
 //! ordered consumer (`DeliverPolicy::LastPerSubject`). Used by subscribers to load a snapshot and
 //! by the validator to load state and history.
 //!
-//! Why a consumer and not `kv.get` per key: one pass returns a consistent cut. Commits are
-//! JetStream atomic batches, so the messages of one change set enter the stream together and the
-//! scan, which stops when nothing is pending, ends on a change-set boundary.
+//! Why a consumer and not `kv.get` per key: one pass returns a consistent cut, the state after
+//! one stream sequence. In it every version before the head's is complete (a writer materialises
+//! a version before it commits the next), and the head carries its own change set for whatever
+//! of it is not written yet (`HeadRecord::roll_forward`).
 
 use std::time::Duration;
 
