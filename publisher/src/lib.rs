@@ -4,8 +4,9 @@
 //! CLI ([`cli`]), which talks to it. Both binaries' `main` only parse arguments and call in here.
 //!
 //! - [`validate`] and [`schema`]: the one validation of change sets (pure, no I/O).
-//! - [`store`]: the validator's JetStream KV edge (atomic batch commits, history, schemas).
-//! - [`committer`]: group commit: change sets ready together share one atomic batch.
+//! - [`store`]: the validator's JetStream KV edge (staging commits, state with roll-forward,
+//!   history, schemas); [`watched`]: schemas and parent declarations kept in memory by a watch.
+//! - [`committer`]: group commit: heads first then materialisation, or one atomic batch.
 //! - [`service`]: request handling, optimistic concurrency, change events.
 //! - [`client`]: the request/reply client the CLI and other programs use.
 //! - [`http`]: `/metrics` and `/health`.
@@ -32,6 +33,7 @@ pub mod service;
 pub mod store;
 pub mod validate;
 pub mod vault;
+pub mod watched;
 
 /// Connects to NATS (comma-separated URLs), naming the connection; retries the first connection
 /// for a few seconds so that a validator started together with its server does not exit.

@@ -23,7 +23,9 @@ use mycosynth_subscriber::wire::{
     request_key, state_filter, value_key, ChangeSetRecord, Environment, HeadRecord, KeyChange,
     Namespace, RequestRecord, SchemaRecord, StateEntry, ValueRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
 };
-use mycosynth_subscriber::wire::{parent_key, ParentRecord};
+use mycosynth_subscriber::wire::{parent_key, parents_filter, ParentRecord};
+
+use crate::watched::Watched;
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -115,6 +117,10 @@ pub struct Store {
     config: kv::Store,
     /// The group-commit task all commits go through.
     committer: Committer,
+    /// Every schema, kept by a watch (read on every change request).
+    schema_watch: Watched,
+    /// Every parent declaration, kept by a watch (read on every change request).
+    parent_watch: Watched,
     read_timeout: Duration,
 }
 
@@ -171,6 +177,8 @@ impl Store {
             .map_err(|e| StoreError::Unavailable(format!("bucket {CONFIG_BUCKET}: {e}")))?;
         let committer = Committer::start(client.clone(), js.clone(), config_replicas > 1);
         Ok(Store {
+            schema_watch: Watched::start(js.clone(), SCHEMA_BUCKET, ">"),
+            parent_watch: Watched::start(js.clone(), CONFIG_BUCKET, &parents_filter()),
             committer,
             client,
             js,
@@ -368,7 +376,10 @@ impl Store {
 
     /// The schema of `ns`, if one was pushed.
     pub async fn schema(&self, ns: &Namespace) -> Result<Option<SchemaRecord>, StoreError> {
-        get_record(&self.schemas, ns.as_str(), self.read_timeout).await
+        match self.schema_watch.get(ns.as_str()) {
+            Some(known) => known.map(|bytes| parse(ns.as_str(), &bytes)).transpose(),
+            None => get_record(&self.schemas, ns.as_str(), self.read_timeout).await,
+        }
     }
 
     /// Stores the schema of `ns`.
@@ -379,11 +390,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let payload = to_json(record)?;
         self.js
-            .publish(kv_subject(SCHEMA_BUCKET, ns.as_str()), payload)
+            .publish(kv_subject(SCHEMA_BUCKET, ns.as_str()), payload.clone())
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        self.schema_watch.record(ns.as_str(), Some(payload));
         Ok(())
     }
 
@@ -393,7 +405,11 @@ impl Store {
         ns: &Namespace,
         env: &Environment,
     ) -> Result<Option<ParentRecord>, StoreError> {
-        get_record(&self.config, &parent_key(ns, env), self.read_timeout).await
+        let key = parent_key(ns, env);
+        match self.parent_watch.get(&key) {
+            Some(known) => known.map(|bytes| parse(&key, &bytes)).transpose(),
+            None => get_record(&self.config, &key, self.read_timeout).await,
+        }
     }
 
     /// Stores (Some) or removes (None) the parent declaration of `ns`/`env`.
@@ -405,19 +421,22 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = parent_key(ns, env);
         let unavailable = |e: String| StoreError::Unavailable(format!("writing {key}: {e}"));
-        match record {
-            Some(record) => self
+        let payload = record.map(to_json).transpose()?;
+        match &payload {
+            Some(payload) => self
                 .config
-                .put(&key, to_json(record)?)
+                .put(&key, payload.clone())
                 .await
                 .map(|_| ())
-                .map_err(|e| unavailable(e.to_string())),
+                .map_err(|e| unavailable(e.to_string()))?,
             None => self
                 .config
                 .delete(&key)
                 .await
-                .map_err(|e| unavailable(e.to_string())),
+                .map_err(|e| unavailable(e.to_string()))?,
         }
+        self.parent_watch.record(&key, payload);
+        Ok(())
     }
 
     /// The environments of `ns` that have a version.

@@ -109,6 +109,11 @@ pub fn heads_filter(ns: &Namespace) -> String {
     format!("{ns}.*.{HEAD_SUFFIX}")
 }
 
+/// KV key filter matching the parent declaration of every namespace/environment.
+pub fn parents_filter() -> String {
+    format!("*.*.{PARENT_SUFFIX}")
+}
+
 /// The stream subject under which a KV key is stored.
 pub fn kv_subject(bucket: &str, key: &str) -> String {
     format!("$KV.{bucket}.{key}")

@@ -87,6 +87,7 @@ mod contract_tests {
             "_history.payment-service.production.*"
         );
         assert_eq!(heads_filter(&ns()), "payment-service.*._meta.head");
+        assert_eq!(parents_filter(), "*.*._meta.parent");
         assert_eq!(
             parent_key(&ns(), &env()),
             "payment-service.production._meta.parent"

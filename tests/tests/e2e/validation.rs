@@ -236,3 +236,52 @@ async fn schema_push_checks_live_config() {
     let stored = stdout(&run_cli(&url, &["schema", "get", "payment-service"]).await);
     assert!(stored.contains("\"maximum\": 100"), "{stored}");
 }
+
+/// Each validator keeps schemas in memory by a KV watch: a schema another instance stores (here
+/// written straight to KV, as that instance's `schema push` does) is enforced without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_stored_by_another_instance_is_enforced() {
+    use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ErrorKind, SCHEMA_BUCKET};
+    use serde_json::json;
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let api = crate::api(&nats.url()).await;
+    let first = crate::set_keys(&api, "limits", "prod", &[("max", json!(5))]).await;
+    assert_eq!(first.version, 1);
+
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let schemas = async_nats::jetstream::new(client)
+        .get_key_value(SCHEMA_BUCKET)
+        .await
+        .expect("schema bucket");
+    let record = json!({
+        "schema": {"type": "object", "properties": {"max": {"type": "integer", "maximum": 10}}},
+        "author": "other-instance",
+        "time": "2026-11-25T00:00:00Z",
+    });
+    schemas
+        .put("limits", serde_json::to_vec(&record).unwrap().into())
+        .await
+        .expect("schema stored");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let refusal = loop {
+        let request = crate::change_request("limits", "prod", &[("max", json!(50))]);
+        match api
+            .call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
+            .await
+        {
+            Err(err) => break err,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Ok(outcome) => panic!("the stored schema was never enforced: {outcome:?}"),
+        }
+    };
+    assert_eq!(refusal.kind, ErrorKind::Validation, "{refusal:?}");
+    assert_eq!(refusal.violations[0].key, "max");
+    assert_eq!(refusal.violations[0].rule, "maximum");
+    // And a value within it is still accepted.
+    let within = crate::set_keys(&api, "limits", "prod", &[("max", json!(7))]).await;
+    assert!(within.committed);
+}
