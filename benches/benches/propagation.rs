@@ -59,6 +59,16 @@ async fn main() {
             .expect("api"),
     );
 
+    if std::env::args().any(|a| a == "--throughput-only") {
+        // `cargo bench -p mycosynth-benches --bench propagation -- --throughput-only`: one
+        // validator, to profile it (`perf record -p <pid>`) while working; no report is written.
+        println!("validator pid {}", validator.pid().unwrap_or(0));
+        for namespaces in [1, 100] {
+            let per_s = throughput(&api, namespaces, Duration::from_secs(10)).await;
+            println!("{namespaces} namespace(s): {per_s:.0} change sets/s");
+        }
+        return;
+    }
     let mut rows = Vec::new();
     let mut propagation = serde_json::Map::new();
     for (subscribers, samples) in [(1usize, 2000u64), (100, 500), (1000, 200)] {

@@ -2,8 +2,9 @@
 //! hash-chained [`AuditRecord`] to the JetStream stream [`AUDIT_STREAM`].
 //!
 //! Several validator instances append to one chain. Each append names the sequence it extends
-//! (`Nats-Expected-Last-Sequence`); an instance that lost the race reads the new last record
-//! and tries again, so the chain stays a single line. The stream denies deletes and purges;
+//! (`Nats-Expected-Last-Sequence`; records after the first of a pipelined group also the
+//! previous record's hash as `Nats-Expected-Last-Msg-Id`); an instance that lost the race reads
+//! the new last record and tries again, so the chain stays a single line. The stream denies deletes and purges;
 //! what the server admin can still do (lift that, delete or forge records) is caught by
 //! [`chain::verify`].
 
@@ -71,6 +72,11 @@ pub struct Auditor {
     tip: AsyncMutex<Option<Tip>>,
     /// Records waiting for the tip; whoever holds it next appends them all.
     queue: std::sync::Mutex<Vec<Waiting>>,
+    /// The stream has more than one replica: a group is appended as one atomic batch (staged in
+    /// memory there). On one node a batch is staged in a temporary file store (milliseconds),
+    /// so a group is pipelined instead, each record chained on the previous one by the server
+    /// (see [`Auditor::publish_chained`]).
+    replicated: bool,
 }
 
 /// A record waiting to be appended, and where its sequence goes.
@@ -79,25 +85,39 @@ type Waiting = (AuditRecord, oneshot::Sender<Result<u64, AuditError>>);
 impl Auditor {
     /// Opens the audit stream, creating it (file storage, deletes and purges denied) on first use.
     pub async fn open(js: jetstream::Context, replicas: usize) -> Result<Auditor, AuditError> {
-        js.get_or_create_stream(stream::Config {
-            name: AUDIT_STREAM.to_owned(),
-            description: Some("Mycosynth audit log: one hash-chained record per request".into()),
-            subjects: vec![AUDIT_SUBJECTS.to_owned()],
-            storage: stream::StorageType::File,
-            num_replicas: replicas.max(1),
-            deny_delete: true,
-            deny_purge: true,
-            allow_direct: true,
-            // Records waiting together are appended as one atomic batch (see `append`).
-            allow_atomic_publish: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| AuditError::Unavailable(format!("stream {AUDIT_STREAM}: {e}")))?;
+        let mut stream = js
+            .get_or_create_stream(stream::Config {
+                name: AUDIT_STREAM.to_owned(),
+                description: Some(
+                    "Mycosynth audit log: one hash-chained record per request".into(),
+                ),
+                subjects: vec![AUDIT_SUBJECTS.to_owned()],
+                storage: stream::StorageType::File,
+                num_replicas: replicas.max(1),
+                deny_delete: true,
+                deny_purge: true,
+                allow_direct: true,
+                // Records waiting together are appended as one atomic batch (see `append`).
+                allow_atomic_publish: true,
+                // Records carry their hash as message id only to chain pipelined appends (the
+                // server checks the previous message's id); nothing needs deduplication.
+                duplicate_window: Duration::from_secs(1),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| AuditError::Unavailable(format!("stream {AUDIT_STREAM}: {e}")))?;
+        let replicated = stream
+            .info()
+            .await
+            .map_err(|e| AuditError::Unavailable(format!("stream {AUDIT_STREAM}: {e}")))?
+            .config
+            .num_replicas
+            > 1;
         Ok(Auditor {
             js,
             tip: AsyncMutex::new(None),
             queue: std::sync::Mutex::new(Vec::new()),
+            replicated,
         })
     }
 
@@ -140,7 +160,7 @@ impl Auditor {
     /// the stream refuses batches (created before they were enabled), one record at a time.
     async fn append_group(&self, tip: &mut Option<Tip>, group: Vec<Waiting>) {
         let deadline = tokio::time::Instant::now() + APPEND_BUDGET;
-        let (mut records, senders): (Vec<AuditRecord>, Vec<_>) = group.into_iter().unzip();
+        let (mut records, mut senders): (Vec<AuditRecord>, Vec<_>) = group.into_iter().unzip();
         let result = loop {
             if tokio::time::Instant::now() >= deadline {
                 break Err(AuditError::Unavailable(
@@ -164,7 +184,27 @@ impl Auditor {
                     hash: record.hash.clone(),
                 };
             }
-            match self.publish_batch(&records, current.seq).await {
+            let published = if self.replicated {
+                self.publish_batch(&records, current.seq).await
+            } else {
+                match self.publish_chained(&records, current.seq).await {
+                    Ok(stored) if stored < records.len() => {
+                        // The first `stored` are in the chain; the rest lost a race and are
+                        // chained again on whatever is last now.
+                        metrics::counter!("mycosynth_audit_append_races_total").increment(1);
+                        let done: Vec<AuditRecord> = records.drain(..stored).collect();
+                        for (record, sender) in done.into_iter().zip(senders.drain(..stored)) {
+                            metrics::counter!("mycosynth_audit_records_total", "outcome" => record.outcome)
+                                .increment(1);
+                            let _ = sender.send(Ok(record.seq));
+                        }
+                        continue;
+                    }
+                    Ok(_) => Ok(last.seq),
+                    Err(err) => Err(err),
+                }
+            };
+            match published {
                 Ok(acked) if acked == last.seq => {
                     *tip = Some(last);
                     for record in &records {
@@ -238,6 +278,69 @@ impl Auditor {
             return Ok(ack.sequence);
         }
         Err(None)
+    }
+
+    /// Publishes `records` one after the other without waiting (one node: the server handles
+    /// them in order), each carrying its hash as message id. The first is conditional on the
+    /// stream's last sequence being `after`, each next one also on the last message id being
+    /// the previous record's hash: if another instance's record slips in between, every record
+    /// after it is refused, never stored on a broken link. Returns how many were stored (a
+    /// prefix); `Err` when one failed for another reason than a lost race.
+    async fn publish_chained(
+        &self,
+        records: &[AuditRecord],
+        after: u64,
+    ) -> Result<usize, Option<PublishErrorKind>> {
+        let mut acks = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            let payload: Bytes = serde_json::to_vec(record).map_err(|_| None)?.into();
+            let mut headers = HeaderMap::new();
+            headers.insert(header::NATS_MESSAGE_ID, record.hash.as_str());
+            headers.insert(
+                header::NATS_EXPECTED_LAST_SEQUENCE,
+                (after + index as u64).to_string().as_str(),
+            );
+            if let Some(previous) = index.checked_sub(1).and_then(|i| records.get(i)) {
+                headers.insert(
+                    header::NATS_EXPECTED_LAST_MESSAGE_ID,
+                    previous.hash.as_str(),
+                );
+            }
+            let ack = self
+                .js
+                .publish_with_headers(audit_subject(&record.action), headers, payload)
+                .await
+                .map_err(|e| Some(e.kind()))?;
+            acks.push(ack);
+        }
+        let mut stored = 0;
+        let mut failure = None;
+        for ack in acks {
+            match ack.await {
+                Ok(ack) if failure.is_none() && !ack.duplicate => stored += 1,
+                Ok(_) => {}
+                Err(err) => {
+                    failure.get_or_insert(err.kind());
+                }
+            }
+        }
+        match failure {
+            None => Ok(stored),
+            Some(PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId) => {
+                Ok(stored)
+            }
+            // Unknown whether it was stored (a lost ack): the chain's last record says how far
+            // ours got.
+            Some(kind) => match self.read_tip().await {
+                Ok(tip) => records
+                    .iter()
+                    .position(|r| r.hash == tip.hash)
+                    .map(|last| last + 1)
+                    .filter(|&n| n > stored)
+                    .ok_or(Some(kind)),
+                Err(_) => Err(Some(kind)),
+            },
+        }
     }
 
     /// Appends one record, conditional on the stream's last sequence; retries lost races.
