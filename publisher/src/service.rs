@@ -615,8 +615,25 @@ impl Validator {
         attribution: Attribution,
         dry_run: bool,
     ) -> Result<ChangeOutcome, Failure> {
+        use tracing::Instrument;
+        // Instrumented, not entered: a span entered across an await stays "current" on the
+        // worker thread for whatever task runs next there, and spans created there take it as
+        // their parent; under load the parent chains grow until closing one overflows the stack.
         let span = tracing::info_span!("commit", namespace = %ns, environment = %env, author = %attribution.author);
-        let _enter = span.enter();
+        self.commit_in_span(ns, env, intent, expected_version, attribution, dry_run)
+            .instrument(span)
+            .await
+    }
+
+    async fn commit_in_span(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        intent: Intent,
+        expected_version: Option<u64>,
+        attribution: Attribution,
+        dry_run: bool,
+    ) -> Result<ChangeOutcome, Failure> {
         if let Some(id) = &attribution.request_id {
             wire::check_request_id(id).map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
         }
