@@ -59,15 +59,32 @@ async fn main() {
             .expect("api"),
     );
 
-    if std::env::args().any(|a| a == "--throughput-only") {
-        // `cargo bench -p mycosynth-benches --bench propagation -- --throughput-only`: one
-        // validator, to profile it (`perf record -p <pid>`) while working; no report is written.
-        println!("validator pid {}", validator.pid().unwrap_or(0));
-        for namespaces in [1, 100] {
-            let per_s = throughput(&api, namespaces, Duration::from_secs(10)).await;
-            println!("{namespaces} namespace(s): {per_s:.0} change sets/s");
+    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup`
+    // runs one part, to look at (or `perf record -p <validator pid>`) while working; no report.
+    let only = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .unwrap_or_default();
+    match only.as_str() {
+        "throughput" => {
+            println!("validator pid {}", validator.pid().unwrap_or(0));
+            for namespaces in [1, 100] {
+                let per_s = throughput(&api, namespaces, Duration::from_secs(10)).await;
+                println!("{namespaces} namespace(s): {per_s:.0} change sets/s");
+            }
+            let _second = Validator::start(&url, &[]);
+            for namespaces in [1, 100] {
+                let per_s = throughput(&api, namespaces, Duration::from_secs(10)).await;
+                println!("two validators, {namespaces} namespace(s): {per_s:.0} change sets/s");
+            }
+            return;
         }
-        return;
+        "startup" => {
+            let (from_nats, from_cache, rss) = startup(&api, &url).await;
+            println!("startup 10,000 keys: from NATS {from_nats:.1} ms, from the cache {from_cache:.1} ms; subscriber RSS {rss:.1} MB");
+            return;
+        }
+        _ => {}
     }
     let mut rows = Vec::new();
     let mut propagation = serde_json::Map::new();
@@ -88,9 +105,7 @@ async fn main() {
     }
     let core = core_floor(&url, 2000).await;
     rows.push(core.row("floor: core NATS publish → subscriber"));
-    if std::env::args().any(|a| a == "--latency-only") {
-        // `cargo bench -p mycosynth-benches --bench propagation -- --latency-only`: a quick look
-        // at propagation against the floor while working; no report is written.
+    if only == "latency" {
         println!(
             "\n| path (µs) | p50 | p90 | p99 | p99.9 | max | n |\n|---|---|---|---|---|---|---|"
         );

@@ -796,16 +796,18 @@ impl Validator {
             // while it is in flight (the committer may write both in one batch); if this one
             // fails, so does the next, and both reload.
             let mut next = state;
+            // What this change set replaces, to step back to the state it was validated
+            // against if it loses a race (see `catch_up`).
+            let mut undo = Vec::with_capacity(plan.changes.len());
+            let before = (next.head_revision, next.last_request.clone(), next.pending);
             for change in &plan.changes {
-                match &change.value {
-                    Some(value) => {
-                        next.values
-                            .insert(change.key.clone(), head.value_record(value.clone()));
-                    }
-                    None => {
-                        next.values.remove(&change.key);
-                    }
-                }
+                let replaced = match &change.value {
+                    Some(value) => next
+                        .values
+                        .insert(change.key.clone(), head.value_record(value.clone())),
+                    None => next.values.remove(&change.key),
+                };
+                undo.push((change.key.clone(), replaced));
             }
             next.version = version;
             next.pending = true;
@@ -844,16 +846,39 @@ impl Validator {
                     });
                 }
                 Err(StoreError::Conflict) => {
-                    *cached = None;
+                    // The state this change set was validated against, when nothing was chained
+                    // on it: another validator's commit is usually one version on top of it.
+                    let base = match (cached.take(), before) {
+                        (Some(mut state), (revision, last_request, false))
+                            if state.version == version =>
+                        {
+                            for (key, replaced) in undo {
+                                match replaced {
+                                    Some(record) => state.values.insert(key, record),
+                                    None => state.values.remove(&key),
+                                };
+                            }
+                            state.version = version - 1;
+                            state.head_revision = revision;
+                            state.last_request = last_request;
+                            state.pending = false;
+                            Some(state)
+                        }
+                        _ => None,
+                    };
                     self.mark_contended(ns, env);
                     // Either this very request was applied already (a retry whose first reply
                     // was lost), or another change set won the race.
                     if let Some(outcome) = self.replay(ns, env, &attribution, dry_run).await? {
                         return Ok(outcome);
                     }
-                    // Another validator committed first: reload and validate again.
+                    // Another validator committed first: catch up with its version (or reload)
+                    // and validate again.
                     metrics::counter!("mycosynth_validator_commit_conflicts_total").increment(1);
-                    tracing::debug!(attempt, "lost a commit race; reloading");
+                    tracing::debug!(attempt, "lost a commit race; catching up");
+                    if let Some(base) = base {
+                        *cached = self.store.catch_up(ns, env, base).await.unwrap_or(None);
+                    }
                     fresh = false;
                     continue;
                 }

@@ -247,6 +247,74 @@ impl Store {
         Ok(state)
     }
 
+    /// Brings `state` (complete at its version, nothing in flight) up to the current head when
+    /// the head is exactly one version ahead and carries its change set, which is the usual case
+    /// after losing a race to another validator: one direct get instead of a full reload. The
+    /// head's materialisation is completed first if its last key is not written yet (the other
+    /// validator may have died; if it is still writing, the same records are written twice).
+    /// `None` when the state cannot be caught up this way (reload it).
+    pub async fn catch_up(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        mut state: State,
+    ) -> Result<Option<State>, StoreError> {
+        let key = head_key(ns, env);
+        let entry = tokio::time::timeout(self.read_timeout, self.config.entry(&key))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("reading {key} timed out")))?
+            .map_err(|e| StoreError::Unavailable(format!("reading {key}: {e}")))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(None);
+        };
+        let head = parse::<HeadRecord>(&key, &entry.value)?;
+        let Some(last) = head.changes.as_ref().and_then(|c| c.last()).cloned() else {
+            return Ok(None);
+        };
+        if head.version != state.version + 1 {
+            return Ok(None);
+        }
+        let values = std::cell::RefCell::new(&mut state.values);
+        head.roll_forward(
+            |key, value| {
+                values
+                    .borrow_mut()
+                    .insert(key.to_owned(), head.value_record(value.clone()));
+                true
+            },
+            |key| values.borrow_mut().remove(key).is_some(),
+        );
+        state.version = head.version;
+        state.head_revision = entry.revision;
+        state.pending = false;
+        state.last_request = head
+            .meta
+            .request_id
+            .clone()
+            .map(|id| (id, head.meta.change_id.clone()));
+        let written = get_record::<ValueRecord>(
+            &self.config,
+            &value_key(ns, env, &last.key),
+            self.read_timeout,
+        )
+        .await?;
+        let complete = match (&last.value, written) {
+            (Some(_), Some(record)) => record.meta.change_id == head.meta.change_id,
+            (None, None) => true,
+            _ => false,
+        };
+        if !complete {
+            state.incomplete = Some(Box::new(head));
+            match self.complete(ns, env, &mut state).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
+        metrics::counter!("mycosynth_validator_catch_ups_total").increment(1);
+        Ok(Some(state))
+    }
+
     /// Makes sure the change set of `state`'s head is materialised (values, history record,
     /// idempotency record) before a change set is committed on top of it: the writer before us
     /// may have died between its commit and its materialisation. Cheap when nothing is missing
