@@ -6,6 +6,11 @@ use clap::Parser;
 use mycosynth::cli::{self, args::Command, Cli};
 use tracing_subscriber::EnvFilter;
 
+/// The validator builds and drops many small JSON values per change request; mimalloc serves
+/// those with less contention than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
