@@ -195,7 +195,10 @@ async fn run(
         }
         metrics::histogram!("mycosynth_validator_commit_group_size").record(group.len() as f64);
         let (staged, replies): (Vec<Staged>, Vec<_>) = group.into_iter().unzip();
-        let results = if heads_apart(&staged) {
+        // On a replicated stream a batch is staged in memory, so the head-first path would save
+        // little; and one run in about a dozen of the node-loss test (`ha`) found a version's
+        // values missing under it, not understood yet. Replicated streams keep the batch.
+        let results = if !replicated && heads_apart(&staged) {
             commit_heads_first(&client, &js, &mut heads, &staged, replicated).await
         } else {
             commit_splitting(&client, &js, &mut heads, &staged).await
@@ -478,18 +481,7 @@ pub async fn materialise(
         headers
     };
     if replicated && messages.len() > 1 {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match publish_atomic(client, js, messages, conditional).await? {
-                Ok(_) => return Ok(()),
-                Err(err) if is_moved_on(&err) => return Ok(()),
-                Err(err) if is_in_process(&err) && attempt < MATERIALISE_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err(err) => return Err(store_error(&err)),
-            }
-        }
+        return settle(|| publish_atomic(client, js, messages, conditional)).await;
     }
     let mut acks = Vec::with_capacity(messages.len());
     for message in messages {
@@ -514,10 +506,8 @@ pub async fn materialise(
     }
     // Refused only because an earlier one was still in process: one at a time.
     for message in retry {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sent = js
+        settle(|| async {
+            Ok(js
                 .publish_with_headers(
                     message.subject.clone(),
                     conditional(message),
@@ -525,18 +515,37 @@ pub async fn materialise(
                 )
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?
-                .await;
-            match sent {
-                Ok(_) => break,
-                Err(err) if is_moved_on(&err) => break,
-                Err(err) if is_in_process(&err) && attempt < MATERIALISE_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err(err) => return Err(store_error(&err)),
-            }
-        }
+                .await)
+        })
+        .await?;
     }
     Ok(())
+}
+
+/// Sends (each time `send` is called) until JetStream stores it or answers that the head moved
+/// on (both fine), trying again while a replicated stream answers "in process".
+async fn settle<F, Sent>(mut send: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Sent,
+    Sent: Future<
+        Output = Result<
+            Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+            StoreError,
+        >,
+    >,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match send().await? {
+            Ok(_) => return Ok(()),
+            Err(err) if is_moved_on(&err) => return Ok(()),
+            Err(err) if is_in_process(&err) && attempt < MATERIALISE_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(err) => return Err(store_error(&err)),
+        }
+    }
 }
 
 /// How often a materialisation message refused as "in process" is tried again.

@@ -620,20 +620,7 @@ impl Validator {
         // worker thread for whatever task runs next there, and spans created there take it as
         // their parent; under load the parent chains grow until closing one overflows the stack.
         let span = tracing::info_span!("commit", namespace = %ns, environment = %env, author = %attribution.author);
-        self.commit_in_span(ns, env, intent, expected_version, attribution, dry_run)
-            .instrument(span)
-            .await
-    }
-
-    async fn commit_in_span(
-        &self,
-        ns: &Namespace,
-        env: &Environment,
-        intent: Intent,
-        expected_version: Option<u64>,
-        attribution: Attribution,
-        dry_run: bool,
-    ) -> Result<ChangeOutcome, Failure> {
+        async move {
         if let Some(id) = &attribution.request_id {
             wire::check_request_id(id).map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
         }
@@ -894,6 +881,9 @@ impl Validator {
             ErrorKind::Unavailable,
             format!("{ns}/{env} is changing too fast; try again"),
         ))
+        }
+        .instrument(span)
+        .await
     }
 
     /// The first outcome of an idempotency key that was already applied, if any.
