@@ -660,8 +660,18 @@ impl Validator {
             if let (Some(id), Some((last, change_id)), false) =
                 (&attribution.request_id, &state.last_request, dry_run)
             {
+                if id == last && state.pending {
+                    // Its first attempt is still in flight (the client gave up waiting): its
+                    // outcome is not known yet, so neither replay nor apply it again.
+                    *cached = Some(state);
+                    return Err(failure(
+                        ErrorKind::Unavailable,
+                        format!("request {id} is still being committed; retry"),
+                    ));
+                }
                 if id == last {
                     metrics::counter!("mycosynth_validator_replayed_requests_total").increment(1);
+                    tracing::info!(request_id = id, version = state.version, "request made the current head; replaying its outcome");
                     let outcome = ChangeOutcome {
                         version: state.version,
                         previous_version: state.version.saturating_sub(1),
@@ -775,7 +785,7 @@ impl Validator {
             let receipt = match staged {
                 Ok(receipt) => receipt,
                 Err(err) => {
-                    tracing::warn!(error = %err, "commit failed");
+                    tracing::warn!(error = %err, version, request_id = attribution.request_id.as_deref().unwrap_or(""), "commit failed");
                     return Err(from_store(err));
                 }
             };
@@ -822,7 +832,7 @@ impl Validator {
                         current.head_revision = head_revision;
                         current.pending = false;
                     }
-                    tracing::info!(version, keys = plan.changes.len(), change_id = %meta.change_id, "committed");
+                    tracing::info!(version, keys = plan.changes.len(), change_id = %meta.change_id, request_id = attribution.request_id.as_deref().unwrap_or(""), "committed");
                     return Ok(ChangeOutcome {
                         version,
                         previous_version: version - 1,
@@ -872,7 +882,7 @@ impl Validator {
                 Err(err) => {
                     // The outcome of an unanswered commit is unknown: reload before the next one.
                     *cached = None;
-                    tracing::warn!(error = %err, "commit failed");
+                    tracing::warn!(error = %err, version, request_id = attribution.request_id.as_deref().unwrap_or(""), "commit failed");
                     return Err(from_store(err));
                 }
             }
