@@ -76,6 +76,29 @@ pub struct State {
 }
 
 impl State {
+    /// Moves this state to `head` (stored at `revision`), applying the head's change set to
+    /// the values (`HeadRecord::roll_forward`). Returns whether that changed any value, i.e.
+    /// whether the values read were missing part of the head's change set.
+    pub fn follow(&mut self, head: &HeadRecord, revision: u64) -> bool {
+        self.version = head.version;
+        self.head_revision = revision;
+        self.pending = false;
+        self.last_request = head
+            .meta
+            .request_id
+            .clone()
+            .map(|id| (id, head.meta.change_id.clone()));
+        let values = std::cell::RefCell::new(&mut self.values);
+        head.roll_forward(
+            |key, value| {
+                let record = head.value_record(value.clone());
+                let old = values.borrow_mut().insert(key.to_owned(), record.clone());
+                old.as_ref() != Some(&record)
+            },
+            |key| values.borrow_mut().remove(key).is_some(),
+        )
+    }
+
     /// Just the values.
     pub fn documents(&self) -> BTreeMap<String, serde_json::Value> {
         self.values
@@ -216,31 +239,17 @@ impl Store {
                     state.values.insert(key.to_owned(), record);
                 }
                 Some(StateEntry::Head) => {
-                    let found = parse::<HeadRecord>(&entry.key, &entry.payload)?;
-                    state.version = found.version;
-                    state.head_revision = entry.revision;
-                    state.last_request = found
-                        .meta
-                        .request_id
-                        .clone()
-                        .map(|id| (id, found.meta.change_id.clone()));
-                    head = Some(found);
+                    head = Some((
+                        parse::<HeadRecord>(&entry.key, &entry.payload)?,
+                        entry.revision,
+                    ));
                 }
                 Some(StateEntry::OtherMeta) | None => {}
             }
         }
         // The head is the commit point: apply its change set to values not yet materialised.
-        if let Some(head) = head {
-            let values = std::cell::RefCell::new(&mut state.values);
-            let rolled = head.roll_forward(
-                |key, value| {
-                    let record = head.value_record(value.clone());
-                    let old = values.borrow_mut().insert(key.to_owned(), record.clone());
-                    old.as_ref() != Some(&record)
-                },
-                |key| values.borrow_mut().remove(key).is_some(),
-            );
-            if rolled {
+        if let Some((head, revision)) = head {
+            if state.follow(&head, revision) {
                 state.incomplete = Some(Box::new(head));
             }
         }
@@ -274,24 +283,7 @@ impl Store {
         if head.version != state.version + 1 {
             return Ok(None);
         }
-        let values = std::cell::RefCell::new(&mut state.values);
-        head.roll_forward(
-            |key, value| {
-                values
-                    .borrow_mut()
-                    .insert(key.to_owned(), head.value_record(value.clone()));
-                true
-            },
-            |key| values.borrow_mut().remove(key).is_some(),
-        );
-        state.version = head.version;
-        state.head_revision = entry.revision;
-        state.pending = false;
-        state.last_request = head
-            .meta
-            .request_id
-            .clone()
-            .map(|id| (id, head.meta.change_id.clone()));
+        state.follow(&head, entry.revision);
         let written = get_record::<ValueRecord>(
             &self.config,
             &value_key(ns, env, &last.key),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
 use bytes::Bytes;
 use futures::StreamExt;
+use mycosynth_subscriber::kv_scan::is_delete_marker;
 use mycosynth_subscriber::wire::{kv_stream, kv_subject};
 
 /// How long the watch waits before following again after its consumer failed.
@@ -37,8 +38,8 @@ struct Inner {
 }
 
 impl Watched {
-    /// Starts following `key_filter` in `bucket` on the current runtime. The task ends when the
-    /// last handle is dropped (it holds only a weak reference between messages).
+    /// Starts following `key_filter` in `bucket` on the current runtime. The task holds only a
+    /// weak reference: once the last handle is dropped it ends at its next message or retry.
     pub fn start(js: jetstream::Context, bucket: &str, key_filter: &str) -> Watched {
         let inner = Arc::new(Inner::default());
         tokio::spawn(follow(
@@ -135,11 +136,7 @@ async fn follow_once(
         let Some(inner) = weak.upgrade() else {
             return Ok(());
         };
-        let deleted = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("KV-Operation"))
-            .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+        let deleted = is_delete_marker(message.headers.as_ref());
         let key = message.subject.get(prefix_len..).unwrap_or_default();
         {
             let mut entries = inner.entries.write().unwrap_or_else(|p| p.into_inner());

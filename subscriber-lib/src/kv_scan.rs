@@ -15,6 +15,20 @@ use futures::StreamExt;
 
 use crate::wire::{kv_stream, kv_subject};
 
+/// Whether a KV stream message with these headers is a delete or purge marker.
+///
+/// ```
+/// let mut headers = async_nats::HeaderMap::new();
+/// assert!(!mycosynth_subscriber::kv_scan::is_delete_marker(Some(&headers)));
+/// headers.insert("KV-Operation", "DEL");
+/// assert!(mycosynth_subscriber::kv_scan::is_delete_marker(Some(&headers)));
+/// ```
+pub fn is_delete_marker(headers: Option<&async_nats::HeaderMap>) -> bool {
+    headers
+        .and_then(|h| h.get("KV-Operation"))
+        .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE")
+}
+
 /// One KV entry found by [`scan`].
 #[derive(Debug, Clone)]
 pub struct ScanEntry {
@@ -118,11 +132,7 @@ async fn scan_inner(
             let info = message.info().map_err(|err| nats_err(err.to_string()))?;
             remaining = info.pending;
             let revision = info.stream_sequence;
-            let deleted = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("KV-Operation"))
-                .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+            let deleted = is_delete_marker(message.headers.as_ref());
             let key = message
                 .subject
                 .get(prefix_len..)
