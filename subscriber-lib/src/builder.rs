@@ -498,8 +498,11 @@ impl SubscriberBuilder {
             .await
             .map_err(|err| Error::Subscribe(err.to_string()))?;
         let js = async_nats::jetstream::new(client.clone());
-        let state = loader::load_state(&js, ns, env, self.load_timeout).await?;
-        let schema = loader::load_schema(&js, ns, self.load_timeout).await?;
+        let (state, schema) = tokio::join!(
+            loader::load_state(&js, ns, env, self.load_timeout),
+            loader::load_schema(&js, ns, self.load_timeout)
+        );
+        let (state, schema) = (state?, schema?);
         let defaults = Arc::new(loader::defaults_of(schema.as_ref()));
         let snapshot = Snapshot::new(state.version, state.values, defaults, state.committed_at_us);
         Ok((snapshot, following))

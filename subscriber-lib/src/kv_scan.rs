@@ -76,7 +76,34 @@ pub async fn scan(
     key_filter: &str,
     deadline: Duration,
 ) -> Result<Vec<ScanEntry>, ScanError> {
-    match tokio::time::timeout(deadline, scan_inner(js, bucket, key_filter)).await {
+    let mut entries = Vec::new();
+    scan_each(js, bucket, key_filter, deadline, |entry| {
+        entries.push(entry)
+    })
+    .await?;
+    Ok(entries)
+}
+
+/// Like [`scan`], handing each entry to `each` as it arrives, so that work on the entries
+/// (parsing, for a snapshot) overlaps with the transfer of the rest.
+///
+/// ```no_run
+/// # async fn example(js: async_nats::jetstream::Context) -> Result<(), mycosynth_subscriber::kv_scan::ScanError> {
+/// use std::time::Duration;
+/// let mut keys = 0;
+/// mycosynth_subscriber::kv_scan::scan_each(&js, "mycosynth-config", "payment-service.production.>", Duration::from_secs(5), |entry| {
+///     keys += usize::from(!entry.deleted);
+/// }).await?;
+/// # Ok(()) }
+/// ```
+pub async fn scan_each(
+    js: &jetstream::Context,
+    bucket: &str,
+    key_filter: &str,
+    deadline: Duration,
+    each: impl FnMut(ScanEntry),
+) -> Result<(), ScanError> {
+    match tokio::time::timeout(deadline, scan_inner(js, bucket, key_filter, each)).await {
         Ok(result) => result,
         Err(_) => Err(ScanError::Nats {
             filter: key_filter.to_owned(),
@@ -89,7 +116,8 @@ async fn scan_inner(
     js: &jetstream::Context,
     bucket: &str,
     key_filter: &str,
-) -> Result<Vec<ScanEntry>, ScanError> {
+    mut each: impl FnMut(ScanEntry),
+) -> Result<(), ScanError> {
     let nats_err = |message: String| ScanError::Nats {
         filter: key_filter.to_owned(),
         message,
@@ -121,7 +149,6 @@ async fn scan_inner(
         .map_err(|err| nats_err(err.to_string()))?;
     let consumer_name = consumer.cached_info().name.clone();
     let mut remaining = consumer.cached_info().num_pending;
-    let mut entries = Vec::with_capacity(usize::try_from(remaining).unwrap_or(0).min(1 << 20));
     if remaining > 0 {
         let mut messages = consumer
             .messages()
@@ -138,7 +165,7 @@ async fn scan_inner(
                 .get(prefix_len..)
                 .unwrap_or_default()
                 .to_owned();
-            entries.push(ScanEntry {
+            each(ScanEntry {
                 key,
                 payload: message.payload.clone(),
                 revision,
@@ -149,7 +176,11 @@ async fn scan_inner(
             }
         }
     }
-    // Best effort: the ordered consumer is ephemeral and expires by itself anyway.
-    let _ = stream.delete_consumer(&consumer_name).await;
-    Ok(entries)
+    // Best effort, and not waited for: the ordered consumer is ephemeral and expires by itself
+    // anyway.
+    let stream_api = stream.clone();
+    tokio::spawn(async move {
+        let _ = stream_api.delete_consumer(&consumer_name).await;
+    });
+    Ok(())
 }

@@ -6,12 +6,19 @@ use std::time::Duration;
 use async_nats::jetstream;
 use serde_json::Value;
 
-use crate::kv_scan::{scan, ScanError};
+use crate::kv_scan::{scan, scan_each, ScanEntry, ScanError};
 use crate::snapshot::{schema_defaults, FastMap};
 use crate::wire::{
     classify_state_key, state_filter, Environment, HeadRecord, Namespace, SchemaRecord, StateEntry,
-    ValueRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
+    CONFIG_BUCKET, SCHEMA_BUCKET,
 };
+
+/// The part of a stored [`ValueRecord`](crate::wire::ValueRecord) a snapshot needs: its value
+/// (who set it, when and why are skipped, not built).
+#[derive(serde::Deserialize)]
+struct Stored {
+    value: Value,
+}
 
 /// The state read from KV at one change-set boundary.
 pub(crate) struct LoadedState {
@@ -30,12 +37,6 @@ pub(crate) async fn load_state(
     env: &Environment,
     deadline: Duration,
 ) -> Result<LoadedState, ScanError> {
-    let entries = match scan(js, CONFIG_BUCKET, &state_filter(ns, env), deadline).await {
-        Ok(entries) => entries,
-        // No bucket yet: nothing was ever committed anywhere; version 0, no values.
-        Err(ScanError::NoBucket(_)) => Vec::new(),
-        Err(err) => return Err(err),
-    };
     let mut state = LoadedState {
         version: 0,
         values: FastMap::default(),
@@ -43,10 +44,14 @@ pub(crate) async fn load_state(
         data_key: None,
     };
     let mut head = None;
-    for entry in entries.iter().filter(|e| !e.deleted) {
+    // Each entry is parsed as it arrives, while the rest are still on their way.
+    let parse_entry = |entry: ScanEntry| {
+        if entry.deleted {
+            return;
+        }
         match classify_state_key(ns, env, &entry.key) {
             Some(StateEntry::Value(key)) => {
-                match serde_json::from_slice::<ValueRecord>(&entry.payload) {
+                match serde_json::from_slice::<Stored>(&entry.payload) {
                     Ok(record) => {
                         state.values.insert(Arc::from(key), Arc::new(record.value));
                     }
@@ -54,15 +59,28 @@ pub(crate) async fn load_state(
                 }
             }
             Some(StateEntry::Head) => match serde_json::from_slice::<HeadRecord>(&entry.payload) {
-                Ok(found) => {
-                    state.version = found.version;
-                    state.committed_at_us = found.meta.time_us;
-                    head = Some(found);
-                }
+                Ok(found) => head = Some(found),
                 Err(err) => skip_damaged(&entry.key, &err),
             },
             Some(StateEntry::OtherMeta) | None => {}
         }
+    };
+    match scan_each(
+        js,
+        CONFIG_BUCKET,
+        &state_filter(ns, env),
+        deadline,
+        parse_entry,
+    )
+    .await
+    {
+        // No bucket yet: nothing was ever committed anywhere; version 0, no values.
+        Ok(()) | Err(ScanError::NoBucket(_)) => {}
+        Err(err) => return Err(err),
+    }
+    if let Some(head) = &head {
+        state.version = head.version;
+        state.committed_at_us = head.meta.time_us;
     }
     // The head is the commit point; its change set may not be materialised in the value keys yet.
     if let Some(head) = head {
