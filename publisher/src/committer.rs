@@ -195,11 +195,7 @@ async fn run(
         }
         metrics::histogram!("mycosynth_validator_commit_group_size").record(group.len() as f64);
         let (staged, replies): (Vec<Staged>, Vec<_>) = group.into_iter().unzip();
-        // On a replicated stream a batch is staged in memory, so the head-first path saves less
-        // there (1.35 against 1.81 ms to a subscriber on three nodes); it stays on the batch
-        // until the node-loss test has run longer on it (a failure seen there was traced to the
-        // replay of a pending state in `service.rs`, fixed).
-        let results = if !replicated && heads_apart(&staged) {
+        let results = if heads_apart(&staged) {
             commit_heads_first(&client, &js, &mut heads, &staged, replicated).await
         } else {
             commit_splitting(&client, &js, &mut heads, &staged).await
