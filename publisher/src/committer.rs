@@ -424,6 +424,11 @@ async fn commit_heads_first(
         }
         results.push(result);
     }
+    // The events leave in a write of their own: queued with the materialisation behind them,
+    // the server would read and hand on both before flushing the events to subscribers (about
+    // 25 µs of propagation, examples/stages). Bounded, and its failure ignored: with the
+    // connection in trouble, the materialisation below reports it.
+    let _ = tokio::time::timeout(EVENT_FLUSH_TIMEOUT, client.flush()).await;
     for (staged, result) in group.iter().zip(results.iter_mut()) {
         let Ok(revision) = *result else { continue };
         if let Err(err) = materialise(
@@ -547,6 +552,8 @@ where
 
 /// How often a materialisation message refused as "in process" is tried again.
 const MATERIALISE_ATTEMPTS: u32 = 50;
+/// How long the committer waits for the change events to be written out before materialising.
+const EVENT_FLUSH_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The compare-and-set of a message on another subject's last sequence (here: the head's).
 const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
