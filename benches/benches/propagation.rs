@@ -2,7 +2,9 @@
 //! - change propagation: from the moment a client sends a change request until the LAST of
 //!   N subscribers (each with its own NATS connection) holds it, N = 1, 100, 1,000; and to one
 //!   subscriber with every write fsynced, on one node and on a three-node cluster;
-//! - the floor: raw KV put to KV watch (1 and 100 watchers) and core NATS publish to subscriber;
+//! - the floor: raw KV put to KV watch (1 and 100 watchers), sampled in turn with propagation
+//!   to as many subscribers so both see the same moments of the machine, and alone, puts back
+//!   to back; and core NATS publish to subscriber;
 //! - the peer: etcd put to watch event (1 and 100 watchers; feature `etcd`);
 //! - reads from one and two threads while the snapshot changes 1,000 times a second;
 //! - throughput of accepted change sets (one and two validators; one and 100 namespaces);
@@ -88,20 +90,28 @@ async fn main() {
     }
     let mut rows = Vec::new();
     let mut propagation = serde_json::Map::new();
-    for (subscribers, samples) in [(1usize, 2000u64), (100, 500), (1000, 200)] {
-        let summary = mycosynth_propagation(&api, &url, subscribers, samples).await;
-        rows.push(summary.row(&format!(
-            "mycosynth: request → last of {subscribers} subscribers"
-        )));
-        propagation.insert(subscribers.to_string(), json!(summary));
-    }
     let mut floor = serde_json::Map::new();
-    for watchers in [1usize, 100] {
-        let summary = kv_floor(&url, watchers, 1000).await;
-        rows.push(summary.row(&format!(
-            "floor: raw KV put → last of {watchers} KV watchers"
+    let mut floor_rows = Vec::new();
+    for (count, samples) in [(1usize, 2000u64), (100, 500)] {
+        let (ours, kv) = side_by_side(&api, &url, count, samples).await;
+        rows.push(ours.row(&format!("mycosynth: request → last of {count} subscribers")));
+        floor_rows.push(kv.row(&format!(
+            "floor, in turn with the row above: raw KV put → last of {count} KV watchers"
         )));
-        floor.insert(watchers.to_string(), json!(summary));
+        propagation.insert(count.to_string(), json!(ours));
+        floor.insert(count.to_string(), json!(kv));
+    }
+    let thousand = mycosynth_propagation(&api, &url, 1000, 200).await;
+    rows.push(thousand.row("mycosynth: request → last of 1000 subscribers"));
+    propagation.insert("1000".into(), json!(thousand));
+    rows.append(&mut floor_rows);
+    let mut floor_alone = serde_json::Map::new();
+    for watchers in [1usize, 100] {
+        let summary = kv_floor_alone(&url, watchers, 1000).await;
+        rows.push(summary.row(&format!(
+            "floor alone, puts back to back: raw KV put → last of {watchers} KV watchers"
+        )));
+        floor_alone.insert(watchers.to_string(), json!(summary));
     }
     let core = core_floor(&url, 2000).await;
     rows.push(core.row("floor: core NATS publish → subscriber"));
@@ -161,6 +171,7 @@ async fn main() {
     let report = json!({
         "propagation_us": propagation,
         "floor_kv_watch_us": floor,
+        "floor_kv_watch_alone_us": floor_alone,
         "floor_core_pubsub_us": core,
         "changes_per_s": {
             "one_validator": {"one_namespace": throughput_one, "hundred_namespaces": throughput_many},
@@ -171,11 +182,13 @@ async fn main() {
         "ratios": {
             "1": {
                 "p50_vs_kv_floor": ratio(one, &floor["1"], "p50"), "p99_vs_kv_floor": ratio(one, &floor["1"], "p99"),
+                "p50_vs_kv_floor_alone": ratio(one, &floor_alone["1"], "p50"),
                 "p50_vs_etcd": ratio(one, &etcd["1"], "p50"), "p99_vs_etcd": ratio(one, &etcd["1"], "p99"),
                 "durable_p50_vs_etcd": ratio(&durable["single_node_fsync_always"], &etcd["1"], "p50"),
             },
             "100": {
                 "p50_vs_kv_floor": ratio(hundred, &floor["100"], "p50"), "p99_vs_kv_floor": ratio(hundred, &floor["100"], "p99"),
+                "p50_vs_kv_floor_alone": ratio(hundred, &floor_alone["100"], "p50"),
                 "p50_vs_etcd": ratio(hundred, &etcd["100"], "p50"), "p99_vs_etcd": ratio(hundred, &etcd["100"], "p99"),
             },
         },
@@ -185,7 +198,7 @@ async fn main() {
             "under_1000_updates_per_s": {"one_thread": reads.0, "two_threads": reads.1},
             "single_thread_idle": "criterion: target/criterion/read/*",
         },
-        "note": "one change in flight for latencies; propagation_us and the floors run on one nats-server with the default sync_interval; propagation_durable_us fsyncs every write, like etcd; receipts off in the propagation subscribers",
+        "note": "one change in flight for latencies; propagation_us (1 and 100) and floor_kv_watch_us are sampled in turn, one of each; propagation_us and the floors run on one nats-server with the default sync_interval; propagation_durable_us fsyncs every write, like etcd; receipts off in the propagation subscribers",
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let _ = std::fs::create_dir_all(&dir);
@@ -199,27 +212,41 @@ async fn main() {
     }
 }
 
-async fn mycosynth_propagation(api: &ApiClient, url: &str, count: usize, samples: u64) -> Summary {
-    let ns = format!("prop{count}");
-    let _: ChangeOutcome = api
-        .call(
-            endpoint::CHANGE,
-            &request(&ns, vec![("seed".into(), json!(0))]),
-        )
-        .await
-        .expect("seed");
-    let mut subscribers = Vec::with_capacity(count);
-    for _ in 0..count {
-        let builder = Subscriber::builder(ns.clone(), "prod")
-            .nats_url(url)
-            .receipts(false, Duration::from_secs(10));
-        subscribers.push(builder.connect().await.expect("subscriber"));
+/// N subscribers (each with its own connection) of one namespace, ready to time changes.
+struct Propagation {
+    ns: String,
+    subscribers: Vec<Subscriber>,
+}
+
+impl Propagation {
+    async fn start(api: &ApiClient, url: &str, count: usize) -> Propagation {
+        let ns = format!("prop{count}");
+        let _: ChangeOutcome = api
+            .call(
+                endpoint::CHANGE,
+                &request(&ns, vec![("seed".into(), json!(0))]),
+            )
+            .await
+            .expect("seed");
+        let mut subscribers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let builder = Subscriber::builder(ns.clone(), "prod")
+                .nats_url(url)
+                .receipts(false, Duration::from_secs(10));
+            subscribers.push(builder.connect().await.expect("subscriber"));
+        }
+        Propagation { ns, subscribers }
     }
-    let mut h = histogram();
-    for i in 0..WARMUP + samples {
-        let target = subscribers[0].version() + 1;
-        let mut watches: Vec<_> = subscribers.iter().map(Subscriber::version_watch).collect();
-        let change = request(&ns, vec![("http.timeout_ms".into(), json!(i))]);
+
+    /// From sending change `i` until the last subscriber holds it.
+    async fn sample(&self, api: &ApiClient, i: u64) -> Duration {
+        let target = self.subscribers[0].version() + 1;
+        let mut watches: Vec<_> = self
+            .subscribers
+            .iter()
+            .map(Subscriber::version_watch)
+            .collect();
+        let change = request(&self.ns, vec![("http.timeout_ms".into(), json!(i))]);
         let started = Instant::now();
         let all_applied = async {
             join_all(
@@ -235,6 +262,15 @@ async fn mycosynth_propagation(api: &ApiClient, url: &str, count: usize, samples
             all_applied
         );
         reply.expect("change accepted");
+        elapsed
+    }
+}
+
+async fn mycosynth_propagation(api: &ApiClient, url: &str, count: usize, samples: u64) -> Summary {
+    let run = Propagation::start(api, url, count).await;
+    let mut h = histogram();
+    for i in 0..WARMUP + samples {
+        let elapsed = run.sample(api, i).await;
         if i >= WARMUP {
             let _ = h.record(elapsed.as_nanos() as u64);
         }
@@ -242,34 +278,78 @@ async fn mycosynth_propagation(api: &ApiClient, url: &str, count: usize, samples
     Summary::of(&h)
 }
 
-async fn kv_floor(url: &str, watchers: usize, samples: u64) -> Summary {
-    let writer = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
-    let bucket = format!("floor{watchers}");
-    let kv = writer
-        .create_key_value(async_nats::jetstream::kv::Config {
-            bucket: bucket.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("bucket");
-    let mut watches = Vec::new();
-    for _ in 0..watchers {
-        let reader = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
-        let store = reader.get_key_value(&bucket).await.expect("bucket");
-        watches.push(store.watch("k").await.expect("watch"));
+/// The floor: a raw KV put on one connection, watched by N raw KV watches on connections of
+/// their own.
+struct KvFloor {
+    kv: async_nats::jetstream::kv::Store,
+    watches: Vec<async_nats::jetstream::kv::Watch>,
+}
+
+impl KvFloor {
+    async fn start(url: &str, bucket: &str, watchers: usize) -> KvFloor {
+        let writer = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
+        let kv = writer
+            .create_key_value(async_nats::jetstream::kv::Config {
+                bucket: bucket.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("bucket");
+        let mut watches = Vec::new();
+        for _ in 0..watchers {
+            let reader =
+                async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
+            let store = reader.get_key_value(bucket).await.expect("bucket");
+            watches.push(store.watch("k").await.expect("watch"));
+        }
+        KvFloor { kv, watches }
     }
-    let mut h = histogram();
-    for i in 0..WARMUP + samples {
+
+    /// From the put of value `i` until the last watch delivers it.
+    async fn sample(&mut self, i: u64) -> Duration {
         let started = Instant::now();
-        let put = kv.put("k", i.to_string().into());
-        let delivered = join_all(watches.iter_mut().map(|w| w.next()));
+        let put = self.kv.put("k", i.to_string().into());
+        let delivered = join_all(self.watches.iter_mut().map(|w| w.next()));
         let (put, _) = tokio::join!(put, delivered);
         put.expect("put");
+        started.elapsed()
+    }
+}
+
+/// The KV floor alone, one put after another: every thread on its path stays awake, which
+/// makes it faster than the same floor sampled in turn with propagation ([`side_by_side`]).
+async fn kv_floor_alone(url: &str, watchers: usize, samples: u64) -> Summary {
+    let mut floor = KvFloor::start(url, &format!("alone{watchers}"), watchers).await;
+    let mut h = histogram();
+    for i in 0..WARMUP + samples {
+        let elapsed = floor.sample(i).await;
         if i >= WARMUP {
-            let _ = h.record(started.elapsed().as_nanos() as u64);
+            let _ = h.record(elapsed.as_nanos() as u64);
         }
     }
     Summary::of(&h)
+}
+
+/// Propagation to N subscribers and the KV floor to N watchers, one sample of each in turn, so
+/// that both see the same moments of the machine and their ratio does not move with it.
+async fn side_by_side(
+    api: &ApiClient,
+    url: &str,
+    count: usize,
+    samples: u64,
+) -> (Summary, Summary) {
+    let ours = Propagation::start(api, url, count).await;
+    let mut floor = KvFloor::start(url, &format!("floor{count}"), count).await;
+    let (mut h_ours, mut h_floor) = (histogram(), histogram());
+    for i in 0..WARMUP + samples {
+        let a = ours.sample(api, i).await;
+        let b = floor.sample(i).await;
+        if i >= WARMUP {
+            let _ = h_ours.record(a.as_nanos() as u64);
+            let _ = h_floor.record(b.as_nanos() as u64);
+        }
+    }
+    (Summary::of(&h_ours), Summary::of(&h_floor))
 }
 
 async fn core_floor(url: &str, samples: u64) -> Summary {
