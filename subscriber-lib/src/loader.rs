@@ -78,12 +78,10 @@ pub(crate) async fn load_state(
         Ok(()) | Err(ScanError::NoBucket(_)) => {}
         Err(err) => return Err(err),
     }
-    if let Some(head) = &head {
-        state.version = head.version;
-        state.committed_at_us = head.meta.time_us;
-    }
     // The head is the commit point; its change set may not be materialised in the value keys yet.
     if let Some(head) = head {
+        state.version = head.version;
+        state.committed_at_us = head.meta.time_us;
         let values = std::cell::RefCell::new(&mut state.values);
         let rolled = head.roll_forward(
             |key, value| {
