@@ -621,276 +621,276 @@ impl Validator {
         // their parent; under load the parent chains grow until closing one overflows the stack.
         let span = tracing::info_span!("commit", namespace = %ns, environment = %env, author = %attribution.author);
         async move {
-        if let Some(id) = &attribution.request_id {
-            wire::check_request_id(id).map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
-        }
-        // Reads that do not depend on this namespace/environment's own state happen before its
-        // lock, and together (one round trip, not three): under the lock, every round trip to the
-        // config stream (which is busy with commits) would hold up every change set queued
-        // behind this one. A request applied meanwhile is still caught: by the head it made, by
-        // its idempotency record, or by the head's duplicate id (see `committer`).
-        let (replayed, schema, inherited) = tokio::join!(
-            self.replay(ns, env, &attribution, dry_run),
-            self.schema(ns),
-            self.inherited(ns, env)
-        );
-        if let Some(outcome) = replayed? {
-            return Ok(outcome);
-        }
-        let (schema, inherited) = (schema?, inherited?);
-        let slot = self.slot(ns, env);
-        let mut cached = slot.lock().await;
-        let mut fresh = false;
-        for attempt in 1..=MAX_COMMIT_ATTEMPTS {
-            let state = match cached.take() {
-                Some(state) => state,
-                None => {
-                    fresh = true;
-                    let mut state = self.store.load_state(ns, env).await.map_err(from_store)?;
-                    match self.store.complete(ns, env, &mut state).await {
-                        Ok(()) => state,
-                        // The head moved while we read it: read again.
-                        Err(StoreError::Conflict) => continue,
-                        Err(err) => return Err(from_store(err)),
-                    }
-                }
-            };
-            // A retry of the change set that made the current version, which may have been
-            // committed a moment ago (its idempotency record is written just after its head).
-            if let (Some(id), Some((last, change_id)), false) =
-                (&attribution.request_id, &state.last_request, dry_run)
-            {
-                if id == last && state.pending {
-                    // Its first attempt is still in flight (the client gave up waiting): its
-                    // outcome is not known yet, so neither replay nor apply it again.
-                    *cached = Some(state);
-                    return Err(failure(
-                        ErrorKind::Unavailable,
-                        format!("request {id} is still being committed; retry"),
-                    ));
-                }
-                if id == last {
-                    metrics::counter!("mycosynth_validator_replayed_requests_total").increment(1);
-                    tracing::info!(request_id = id, version = state.version, "request made the current head; replaying its outcome");
-                    let outcome = ChangeOutcome {
-                        version: state.version,
-                        previous_version: state.version.saturating_sub(1),
-                        committed: true,
-                        change_id: Some(change_id.clone()),
-                        diff: Vec::new(),
-                        replayed: true,
-                    };
-                    *cached = Some(state);
-                    return Ok(outcome);
-                }
+            if let Some(id) = &attribution.request_id {
+                wire::check_request_id(id).map_err(|e| invalid(vec![validate::name_violation(&e)]))?;
             }
-            if let Some(expected) = expected_version {
-                if expected != state.version {
-                    if !fresh {
-                        // Our cache may be behind another validator; check before refusing.
+            // Reads that do not depend on this namespace/environment's own state happen before its
+            // lock, and together (one round trip, not three): under the lock, every round trip to the
+            // config stream (which is busy with commits) would hold up every change set queued
+            // behind this one. A request applied meanwhile is still caught: by the head it made, by
+            // its idempotency record, or by the head's duplicate id (see `committer`).
+            let (replayed, schema, inherited) = tokio::join!(
+                self.replay(ns, env, &attribution, dry_run),
+                self.schema(ns),
+                self.inherited(ns, env)
+            );
+            if let Some(outcome) = replayed? {
+                return Ok(outcome);
+            }
+            let (schema, inherited) = (schema?, inherited?);
+            let slot = self.slot(ns, env);
+            let mut cached = slot.lock().await;
+            let mut fresh = false;
+            for attempt in 1..=MAX_COMMIT_ATTEMPTS {
+                let state = match cached.take() {
+                    Some(state) => state,
+                    None => {
                         fresh = true;
-                        continue;
+                        let mut state = self.store.load_state(ns, env).await.map_err(from_store)?;
+                        match self.store.complete(ns, env, &mut state).await {
+                            Ok(()) => state,
+                            // The head moved while we read it: read again.
+                            Err(StoreError::Conflict) => continue,
+                            Err(err) => return Err(from_store(err)),
+                        }
                     }
+                };
+                // A retry of the change set that made the current version, which may have been
+                // committed a moment ago (its idempotency record is written just after its head).
+                if let (Some(id), Some((last, change_id)), false) =
+                    (&attribution.request_id, &state.last_request, dry_run)
+                {
+                    if id == last && state.pending {
+                        // Its first attempt is still in flight (the client gave up waiting): its
+                        // outcome is not known yet, so neither replay nor apply it again.
+                        *cached = Some(state);
+                        return Err(failure(
+                            ErrorKind::Unavailable,
+                            format!("request {id} is still being committed; retry"),
+                        ));
+                    }
+                    if id == last {
+                        metrics::counter!("mycosynth_validator_replayed_requests_total").increment(1);
+                        tracing::info!(request_id = id, version = state.version, "request made the current head; replaying its outcome");
+                        let outcome = ChangeOutcome {
+                            version: state.version,
+                            previous_version: state.version.saturating_sub(1),
+                            committed: true,
+                            change_id: Some(change_id.clone()),
+                            diff: Vec::new(),
+                            replayed: true,
+                        };
+                        *cached = Some(state);
+                        return Ok(outcome);
+                    }
+                }
+                if let Some(expected) = expected_version {
+                    if expected != state.version {
+                        if !fresh {
+                            // Our cache may be behind another validator; check before refusing.
+                            fresh = true;
+                            continue;
+                        }
+                        let version = state.version;
+                        *cached = Some(state);
+                        metrics::counter!("mycosynth_validator_rejections_total", "reason" => "conflict").increment(1);
+                        return Err(ApiError {
+                            current_version: Some(version),
+                            ..failure(
+                                ErrorKind::Conflict,
+                                format!("{ns}/{env} is at version {version}, not {expected}"),
+                            )
+                        });
+                    }
+                }
+                let current = self.vault.open_document(ns, env, state.documents()).await?;
+                let (changes, replace) = match &intent {
+                    Intent::Changes { changes, replace } => (changes.clone(), *replace),
+                    Intent::Restore(target) => (validate::difference(&current, target).0, false),
+                };
+                // A child environment is validated together with what it inherits.
+                let own_schema = schema.as_deref().filter(|_| inherited.is_empty());
+                let planned =
+                    validate::plan(&current, &changes, replace, own_schema, self.require_schema)
+                        .and_then(
+                            |plan| match schema.as_deref().filter(|_| !inherited.is_empty()) {
+                                Some(schema) => {
+                                    let found = crate::inherit::schema_violations(
+                                        schema,
+                                        &inherited,
+                                        &plan.document,
+                                    );
+                                    if found.is_empty() {
+                                        Ok(plan)
+                                    } else {
+                                        Err(found)
+                                    }
+                                }
+                                None => Ok(plan),
+                            },
+                        );
+                let mut plan = match planned {
+                    Ok(plan) => plan,
+                    Err(violations) => {
+                        let violations = crate::vault::redact_violations(schema.as_deref(), violations);
+                        for v in &violations {
+                            metrics::counter!("mycosynth_validator_rejections_total", "reason" => v.rule.clone()).increment(1);
+                        }
+                        tracing::info!(violations = violations.len(), first = %violations[0].message, "change set refused");
+                        *cached = Some(state);
+                        return Err(invalid(violations));
+                    }
+                };
+                self.vault
+                    .seal_plan(ns, env, schema.as_deref(), &mut plan)
+                    .await?;
+                if dry_run || plan.is_empty() {
                     let version = state.version;
                     *cached = Some(state);
-                    metrics::counter!("mycosynth_validator_rejections_total", "reason" => "conflict").increment(1);
-                    return Err(ApiError {
-                        current_version: Some(version),
-                        ..failure(
-                            ErrorKind::Conflict,
-                            format!("{ns}/{env} is at version {version}, not {expected}"),
-                        )
-                    });
-                }
-            }
-            let current = self.vault.open_document(ns, env, state.documents()).await?;
-            let (changes, replace) = match &intent {
-                Intent::Changes { changes, replace } => (changes.clone(), *replace),
-                Intent::Restore(target) => (validate::difference(&current, target).0, false),
-            };
-            // A child environment is validated together with what it inherits.
-            let own_schema = schema.as_deref().filter(|_| inherited.is_empty());
-            let planned =
-                validate::plan(&current, &changes, replace, own_schema, self.require_schema)
-                    .and_then(
-                        |plan| match schema.as_deref().filter(|_| !inherited.is_empty()) {
-                            Some(schema) => {
-                                let found = crate::inherit::schema_violations(
-                                    schema,
-                                    &inherited,
-                                    &plan.document,
-                                );
-                                if found.is_empty() {
-                                    Ok(plan)
-                                } else {
-                                    Err(found)
-                                }
-                            }
-                            None => Ok(plan),
-                        },
-                    );
-            let mut plan = match planned {
-                Ok(plan) => plan,
-                Err(violations) => {
-                    let violations = crate::vault::redact_violations(schema.as_deref(), violations);
-                    for v in &violations {
-                        metrics::counter!("mycosynth_validator_rejections_total", "reason" => v.rule.clone()).increment(1);
-                    }
-                    tracing::info!(violations = violations.len(), first = %violations[0].message, "change set refused");
-                    *cached = Some(state);
-                    return Err(invalid(violations));
-                }
-            };
-            self.vault
-                .seal_plan(ns, env, schema.as_deref(), &mut plan)
-                .await?;
-            if dry_run || plan.is_empty() {
-                let version = state.version;
-                *cached = Some(state);
-                return Ok(ChangeOutcome {
-                    version,
-                    previous_version: version,
-                    committed: false,
-                    change_id: None,
-                    diff: plan.diff,
-                    replayed: false,
-                });
-            }
-
-            let meta = new_meta(&attribution);
-            let version = state.version + 1;
-            let head = HeadRecord {
-                version,
-                keys: plan.document.len() as u64,
-                meta: meta.clone(),
-                changes: Some(plan.changes.clone()),
-            };
-            let started = Instant::now();
-            let head_expected = if state.pending {
-                HeadExpected::AfterPrevious
-            } else {
-                HeadExpected::Revision(state.head_revision)
-            };
-            let staged = self
-                .store
-                .stage(&Commit {
-                    namespace: ns,
-                    environment: env,
-                    head_expected,
-                    head: head.clone(),
-                    request_id: attribution.request_id.as_deref(),
-                    event: Some(change_event(ns, env, version, &plan.changes, &meta)),
-                })
-                .await;
-            let receipt = match staged {
-                Ok(receipt) => receipt,
-                Err(err) => {
-                    tracing::warn!(error = %err, version, request_id = attribution.request_id.as_deref().unwrap_or(""), "commit failed");
-                    return Err(from_store(err));
-                }
-            };
-            // The next change set to this namespace/environment validates against this one
-            // while it is in flight (the committer may write both in one batch); if this one
-            // fails, so does the next, and both reload.
-            let mut next = state;
-            // What this change set replaces, to step back to the state it was validated
-            // against if it loses a race (see `catch_up`).
-            let mut undo = Vec::with_capacity(plan.changes.len());
-            let before = (next.head_revision, next.last_request.clone(), next.pending);
-            for change in &plan.changes {
-                let replaced = match &change.value {
-                    Some(value) => next
-                        .values
-                        .insert(change.key.clone(), head.value_record(value.clone())),
-                    None => next.values.remove(&change.key),
-                };
-                undo.push((change.key.clone(), replaced));
-            }
-            next.version = version;
-            next.pending = true;
-            next.last_request = attribution
-                .request_id
-                .clone()
-                .map(|id| (id, meta.change_id.clone()));
-            *cached = Some(next);
-            let committed = if self.contended(ns, env) {
-                // Another validator commits here too: change sets chained on this one would
-                // fail with it on the other's commits, so hold the slot until it is stored.
-                committer::outcome(receipt).await
-            } else {
-                drop(cached);
-                let committed = committer::outcome(receipt).await;
-                cached = slot.lock().await;
-                committed
-            };
-            match committed {
-                Ok(head_revision) => {
-                    metrics::histogram!("mycosynth_validator_commit_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::counter!("mycosynth_validator_commits_total").increment(1);
-                    if let Some(current) = cached.as_mut().filter(|s| s.version == version) {
-                        current.head_revision = head_revision;
-                        current.pending = false;
-                    }
-                    tracing::info!(version, keys = plan.changes.len(), change_id = %meta.change_id, request_id = attribution.request_id.as_deref().unwrap_or(""), "committed");
                     return Ok(ChangeOutcome {
                         version,
-                        previous_version: version - 1,
-                        committed: true,
-                        change_id: Some(meta.change_id),
+                        previous_version: version,
+                        committed: false,
+                        change_id: None,
                         diff: plan.diff,
                         replayed: false,
                     });
                 }
-                Err(StoreError::Conflict) => {
-                    // The state this change set was validated against, when nothing was chained
-                    // on it: another validator's commit is usually one version on top of it.
-                    let base = match (cached.take(), before) {
-                        (Some(mut state), (revision, last_request, false))
-                            if state.version == version =>
-                        {
-                            for (key, replaced) in undo {
-                                match replaced {
-                                    Some(record) => state.values.insert(key, record),
-                                    None => state.values.remove(&key),
-                                };
-                            }
-                            state.version = version - 1;
-                            state.head_revision = revision;
-                            state.last_request = last_request;
-                            state.pending = false;
-                            Some(state)
-                        }
-                        _ => None,
+
+                let meta = new_meta(&attribution);
+                let version = state.version + 1;
+                let head = HeadRecord {
+                    version,
+                    keys: plan.document.len() as u64,
+                    meta: meta.clone(),
+                    changes: Some(plan.changes.clone()),
+                };
+                let started = Instant::now();
+                let head_expected = if state.pending {
+                    HeadExpected::AfterPrevious
+                } else {
+                    HeadExpected::Revision(state.head_revision)
+                };
+                let staged = self
+                    .store
+                    .stage(&Commit {
+                        namespace: ns,
+                        environment: env,
+                        head_expected,
+                        head: head.clone(),
+                        request_id: attribution.request_id.as_deref(),
+                        event: Some(change_event(ns, env, version, &plan.changes, &meta)),
+                    })
+                    .await;
+                let receipt = match staged {
+                    Ok(receipt) => receipt,
+                    Err(err) => {
+                        tracing::warn!(error = %err, version, request_id = attribution.request_id.as_deref().unwrap_or(""), "commit failed");
+                        return Err(from_store(err));
+                    }
+                };
+                // The next change set to this namespace/environment validates against this one
+                // while it is in flight (the committer may write both in one batch); if this one
+                // fails, so does the next, and both reload.
+                let mut next = state;
+                // What this change set replaces, to step back to the state it was validated
+                // against if it loses a race (see `catch_up`).
+                let mut undo = Vec::with_capacity(plan.changes.len());
+                let before = (next.head_revision, next.last_request.clone(), next.pending);
+                for change in &plan.changes {
+                    let replaced = match &change.value {
+                        Some(value) => next
+                            .values
+                            .insert(change.key.clone(), head.value_record(value.clone())),
+                        None => next.values.remove(&change.key),
                     };
-                    self.mark_contended(ns, env);
-                    // Either this very request was applied already (a retry whose first reply
-                    // was lost), or another change set won the race.
-                    if let Some(outcome) = self.replay(ns, env, &attribution, dry_run).await? {
-                        return Ok(outcome);
-                    }
-                    // Another validator committed first: catch up with its version (or reload)
-                    // and validate again.
-                    metrics::counter!("mycosynth_validator_commit_conflicts_total").increment(1);
-                    tracing::debug!(attempt, "lost a commit race; catching up");
-                    if let Some(base) = base {
-                        *cached = self.store.catch_up(ns, env, base).await.unwrap_or(None);
-                    }
-                    fresh = false;
-                    continue;
+                    undo.push((change.key.clone(), replaced));
                 }
-                Err(err) => {
-                    // The outcome of an unanswered commit is unknown: reload before the next one.
-                    *cached = None;
-                    tracing::warn!(error = %err, version, request_id = attribution.request_id.as_deref().unwrap_or(""), "commit failed");
-                    return Err(from_store(err));
+                next.version = version;
+                next.pending = true;
+                next.last_request = attribution
+                    .request_id
+                    .clone()
+                    .map(|id| (id, meta.change_id.clone()));
+                *cached = Some(next);
+                let committed = if self.contended(ns, env) {
+                    // Another validator commits here too: change sets chained on this one would
+                    // fail with it on the other's commits, so hold the slot until it is stored.
+                    committer::outcome(receipt).await
+                } else {
+                    drop(cached);
+                    let committed = committer::outcome(receipt).await;
+                    cached = slot.lock().await;
+                    committed
+                };
+                match committed {
+                    Ok(head_revision) => {
+                        metrics::histogram!("mycosynth_validator_commit_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        metrics::counter!("mycosynth_validator_commits_total").increment(1);
+                        if let Some(current) = cached.as_mut().filter(|s| s.version == version) {
+                            current.head_revision = head_revision;
+                            current.pending = false;
+                        }
+                        tracing::info!(version, keys = plan.changes.len(), change_id = %meta.change_id, request_id = attribution.request_id.as_deref().unwrap_or(""), "committed");
+                        return Ok(ChangeOutcome {
+                            version,
+                            previous_version: version - 1,
+                            committed: true,
+                            change_id: Some(meta.change_id),
+                            diff: plan.diff,
+                            replayed: false,
+                        });
+                    }
+                    Err(StoreError::Conflict) => {
+                        // The state this change set was validated against, when nothing was chained
+                        // on it: another validator's commit is usually one version on top of it.
+                        let base = match (cached.take(), before) {
+                            (Some(mut state), (revision, last_request, false))
+                                if state.version == version =>
+                            {
+                                for (key, replaced) in undo {
+                                    match replaced {
+                                        Some(record) => state.values.insert(key, record),
+                                        None => state.values.remove(&key),
+                                    };
+                                }
+                                state.version = version - 1;
+                                state.head_revision = revision;
+                                state.last_request = last_request;
+                                state.pending = false;
+                                Some(state)
+                            }
+                            _ => None,
+                        };
+                        self.mark_contended(ns, env);
+                        // Either this very request was applied already (a retry whose first reply
+                        // was lost), or another change set won the race.
+                        if let Some(outcome) = self.replay(ns, env, &attribution, dry_run).await? {
+                            return Ok(outcome);
+                        }
+                        // Another validator committed first: catch up with its version (or reload)
+                        // and validate again.
+                        metrics::counter!("mycosynth_validator_commit_conflicts_total").increment(1);
+                        tracing::debug!(attempt, "lost a commit race; catching up");
+                        if let Some(base) = base {
+                            *cached = self.store.catch_up(ns, env, base).await.unwrap_or(None);
+                        }
+                        fresh = false;
+                        continue;
+                    }
+                    Err(err) => {
+                        // The outcome of an unanswered commit is unknown: reload before the next one.
+                        *cached = None;
+                        tracing::warn!(error = %err, version, request_id = attribution.request_id.as_deref().unwrap_or(""), "commit failed");
+                        return Err(from_store(err));
+                    }
                 }
             }
-        }
-        Err(failure(
-            ErrorKind::Unavailable,
-            format!("{ns}/{env} is changing too fast; try again"),
-        ))
+            Err(failure(
+                ErrorKind::Unavailable,
+                format!("{ns}/{env} is changing too fast; try again"),
+            ))
         }
         .instrument(span)
         .await
