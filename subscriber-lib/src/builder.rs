@@ -432,6 +432,7 @@ impl SubscriberBuilder {
                 backoff: self.backoff,
                 anti_entropy_interval: self.anti_entropy_interval,
             },
+            meters: crate::updater::Meters::new(&shared.namespace, &shared.environment),
             pending: Default::default(),
             gap_since: None,
             retry: None,

@@ -61,6 +61,8 @@
 //!   `_updates_applied_total`, `_resyncs_total`, `_decode_errors_total`, `_reconnects_total`,
 //!   `_connect_attempts_total`, `_cache_writes_total`, `_cache_refused_total`,
 //!   `_anti_entropy_repairs_total` (counters); `_apply_delay_seconds` (histogram).
+//!   `_version`, `_staleness_seconds`, `_updates_applied_total` and `_apply_delay_seconds` carry
+//!   `namespace` and `environment` labels, so several subscribers in one process are told apart.
 #![deny(missing_docs)]
 
 mod backoff;

@@ -60,7 +60,7 @@ pub(crate) fn open_values(
         if !is_sealed(value) {
             return true;
         }
-        match open_one(ns, env, key, name, value) {
+        match open_one(ns, env, key, name, Value::clone(value)) {
             Ok(clear) => {
                 *value = Arc::new(clear);
                 true
@@ -80,17 +80,17 @@ pub(crate) fn open_one(
     env: &Environment,
     key: Option<&DataKey>,
     name: &str,
-    value: &Value,
+    value: Value,
 ) -> Result<Value, String> {
-    if !is_sealed(value) {
-        return Ok(value.clone());
+    if !is_sealed(&value) {
+        return Ok(value);
     }
-    let Some(key) = key.filter(|k| Some(k.id()) == sealed_key_id(value)) else {
+    let Some(key) = key.filter(|k| Some(k.id()) == sealed_key_id(&value)) else {
         return Err(format!(
             "{NEEDS_KEY} {:?} for key {name}",
-            sealed_key_id(value)
+            sealed_key_id(&value)
         ));
     };
-    key.open(ns.as_str(), env.as_str(), name, value)
+    key.open(ns.as_str(), env.as_str(), name, &value)
         .map_err(|e| format!("key {name}: {e}"))
 }

@@ -87,8 +87,11 @@ impl Health {
         self.origin.store(Origin::Nats as u8, Ordering::SeqCst);
     }
 
-    pub fn updated(&self) {
-        self.last_update_us.store(now_us(), Ordering::SeqCst);
+    /// A change from NATS became visible at `at_us`: fresh, and confirmed.
+    pub fn applied(&self, at_us: i64) {
+        self.last_update_us.store(at_us, Ordering::SeqCst);
+        self.confirmed_us.store(at_us, Ordering::SeqCst);
+        self.origin.store(Origin::Nats as u8, Ordering::SeqCst);
     }
 
     pub fn set_origin(&self, origin: Origin) {

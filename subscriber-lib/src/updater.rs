@@ -83,6 +83,28 @@ pub(crate) struct Shared {
     pub client: async_nats::Client,
 }
 
+/// The metrics the event path records, registered once with the subscriber's namespace and
+/// environment as labels (several subscribers in one process each have their own): looking a
+/// metric up by name on every change costs more than applying the change.
+pub(crate) struct Meters {
+    applied: metrics::Counter,
+    version: metrics::Gauge,
+    apply_delay: metrics::Histogram,
+    staleness: metrics::Gauge,
+}
+
+impl Meters {
+    pub fn new(namespace: &Namespace, environment: &Environment) -> Meters {
+        let (ns, env) = (namespace.to_string(), environment.to_string());
+        Meters {
+            applied: metrics::counter!("mycosynth_subscriber_updates_applied_total", "namespace" => ns.clone(), "environment" => env.clone()),
+            version: metrics::gauge!("mycosynth_subscriber_version", "namespace" => ns.clone(), "environment" => env.clone()),
+            apply_delay: metrics::histogram!("mycosynth_subscriber_apply_delay_seconds", "namespace" => ns.clone(), "environment" => env.clone()),
+            staleness: metrics::gauge!("mycosynth_subscriber_staleness_seconds", "namespace" => ns, "environment" => env),
+        }
+    }
+}
+
 /// Timing options of the updater.
 #[derive(Debug, Clone)]
 pub(crate) struct UpdaterOptions {
@@ -110,6 +132,7 @@ pub(crate) struct Updater {
     pub schema_changes: async_nats::Subscriber,
     pub resync_requests: mpsc::Receiver<()>,
     pub options: UpdaterOptions,
+    pub meters: Meters,
     /// Events that arrived ahead of a missing one, by the version they apply on.
     pub pending: BTreeMap<u64, ParsedEvent>,
     /// Since when a gap has been waiting to be filled.
@@ -139,16 +162,30 @@ impl Updater {
         anti_entropy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         anti_entropy.reset();
         let mut gauges = tokio::time::interval(Duration::from_secs(1));
+        // The version loaded at start, before any change arrives.
+        self.meters
+            .version
+            .set(self.shared.snapshot.load().version() as f64);
         if self.validate
             && self.client.connection_state() == async_nats::connection::State::Connected
         {
             self.reload_defaults().await;
         }
+        // Made once: a future made anew on every turn would register its waker anew too.
+        let stop = shutdown.changed();
+        tokio::pin!(stop);
         loop {
             let gap_deadline = self.gap_since.map(|since| since + self.options.gap_timeout);
             let retry_at = self.retry.map(|(at, _)| at);
+            // In order, so that an event is applied without polling the timers first: this is
+            // the turn every change takes, in every subscriber. The gap and retry deadlines come
+            // before it (they are off, and cost nothing, unless a resync is due), so a steady
+            // stream of events cannot hold a due resync back.
             tokio::select! {
-                _ = shutdown.changed() => break,
+                biased;
+                _ = &mut stop => break,
+                _ = sleep_until(gap_deadline), if gap_deadline.is_some() => self.resync("gap").await,
+                _ = sleep_until(retry_at), if retry_at.is_some() => self.resync("retry").await,
                 message = self.events.next() => match message {
                     Some(message) => self.on_event_bytes(&message.payload),
                     None => break,
@@ -158,11 +195,9 @@ impl Updater {
                     None => break,
                 },
                 Some(()) = self.resync_requests.recv() => self.resync("requested").await,
-                _ = sleep_until(gap_deadline), if gap_deadline.is_some() => self.resync("gap").await,
-                _ = sleep_until(retry_at), if retry_at.is_some() => self.resync("retry").await,
                 _ = anti_entropy.tick() => self.check_head().await,
                 _ = gauges.tick() => {
-                    metrics::gauge!("mycosynth_subscriber_staleness_seconds").set(self.shared.health.staleness().as_secs_f64());
+                    self.meters.staleness.set(self.shared.health.staleness().as_secs_f64());
                 }
             }
         }
@@ -242,7 +277,7 @@ impl Updater {
                         &self.shared.environment,
                         self.data_key.as_ref(),
                         &change.key,
-                        &serde_json::from_str(json)
+                        serde_json::from_str(json)
                             .map_err(|e| format!("value of key {:?}: {e}", change.key))?,
                     )?),
                     None => None,
@@ -294,7 +329,7 @@ impl Updater {
             },
         );
         self.shared.counters.applied.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("mycosynth_subscriber_updates_applied_total").increment(1);
+        self.meters.applied.increment(1);
     }
 
     /// Client-side validation of a snapshot about to be served.
@@ -328,12 +363,11 @@ impl Updater {
         let version = next.version();
         let next = Arc::new(next);
         self.shared.snapshot.store(Arc::clone(&next));
-        self.shared.health.updated();
-        self.shared.health.confirm();
+        notice.applied_at_us = now_us();
+        self.shared.health.applied(notice.applied_at_us);
         if let Some(cache) = &self.cache {
             cache.send_replace(next);
         }
-        notice.applied_at_us = now_us();
         if let Some(reports) = &self.reports {
             reports.send_modify(|state| {
                 state.version = version;
@@ -351,9 +385,9 @@ impl Updater {
         }
         if notice.committed_at_us > 0 {
             let delay = (notice.applied_at_us - notice.committed_at_us).max(0) as f64 / 1e6;
-            metrics::histogram!("mycosynth_subscriber_apply_delay_seconds").record(delay);
+            self.meters.apply_delay.record(delay);
         }
-        metrics::gauge!("mycosynth_subscriber_version").set(version as f64);
+        self.meters.version.set(version as f64);
         self.shared.version.send_replace(version);
         // No receivers is fine: nobody is observing changes.
         let _ = self.shared.notices.send(Arc::new(notice));

@@ -135,3 +135,67 @@ async fn garbage_on_the_event_subject_is_counted_and_ignored() {
         "still following real changes"
     );
 }
+
+/// The value of the Prometheus sample `name` whose labels are exactly `labels`, if rendered.
+fn sample(rendered: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    rendered.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let inner = series
+            .strip_prefix(name)?
+            .strip_prefix('{')?
+            .strip_suffix('}')?;
+        let mut found: Vec<&str> = inner.split(',').collect();
+        let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        found.sort_unstable();
+        wanted.sort_unstable();
+        (found == wanted).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Two subscribers in one process report their own version and applied changes, labelled with
+/// their namespace and environment, to the recorder the process installs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_in_one_process_export_their_own_labelled_metrics() {
+    // The only recorder this test binary installs; other tests' subscribers record into it too,
+    // under their own labels.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("install a recorder");
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let api = crate::api(&nats.url()).await;
+    set_keys(&api, "labels-a", "prod", &[("rate", json!(1))]).await;
+    set_keys(&api, "labels-b", "prod", &[("rate", json!(1))]).await;
+    let connect = |ns: &'static str| {
+        Subscriber::builder(ns, "prod")
+            .nats_url(nats.url())
+            .connect()
+    };
+    let (a, b) = (
+        connect("labels-a").await.unwrap(),
+        connect("labels-b").await.unwrap(),
+    );
+    set_keys(&api, "labels-a", "prod", &[("rate", json!(2))]).await;
+    set_keys(&api, "labels-a", "prod", &[("rate", json!(3))]).await;
+    assert!(a.wait_for_version(3, Duration::from_secs(10)).await);
+    assert_eq!(b.version(), 1);
+
+    let rendered = recorder.render();
+    let of = |ns| [("namespace", ns), ("environment", "prod")];
+    let version = |ns| sample(&rendered, "mycosynth_subscriber_version", &of(ns));
+    let applied = |ns| {
+        sample(
+            &rendered,
+            "mycosynth_subscriber_updates_applied_total",
+            &of(ns),
+        )
+    };
+    assert_eq!(version("labels-a"), Some(3.0), "{rendered}");
+    assert_eq!(
+        version("labels-b"),
+        Some(1.0),
+        "the version loaded at start: {rendered}"
+    );
+    assert_eq!(applied("labels-a"), Some(2.0), "{rendered}");
+    assert_eq!(applied("labels-b"), Some(0.0), "{rendered}");
+}

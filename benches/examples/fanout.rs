@@ -1,0 +1,181 @@
+//! Where the time of a change to many subscribers goes: p50 over many changes with one in
+//! flight, the four paths sampled in turn, each to the LAST of N receivers with a NATS
+//! connection of its own:
+//! - a change request until N subscribers (the subscriber crate) hold it;
+//! - a change request until N plain subscriptions of the event subject receive the event;
+//! - the same, each subscription read by a task of its own that decodes the event and hands its
+//!   version on through a watch (the shape of a subscriber, without its work);
+//! - the KV floor: a raw KV put until N KV watchers deliver it.
+//!
+//! The first two say what the event subject's fan-out costs against the floor's, and what the
+//! subscriber adds on top of it; the third, how much of that is the task hop alone.
+//! `cargo run --release -p mycosynth-benches --example fanout` (`FANOUT_N` receivers, default
+//! 100; `FANOUT_SAMPLES`, default 400; `MYCOSYNTH_BIN` to use an already built validator).
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use futures::StreamExt;
+use mycosynth::client::ApiClient;
+use mycosynth_subscriber::wire::{endpoint, ChangeEvent, ChangeOutcome, ChangeRequest, KeyChange};
+use mycosynth_subscriber::Subscriber;
+use serde_json::json;
+use tokio::sync::watch;
+
+const WARMUP: usize = 100;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+fn p50(mut samples: Vec<Duration>) -> u128 {
+    samples.sort_unstable();
+    samples
+        .get(samples.len() / 2)
+        .map_or(0, Duration::as_micros)
+}
+
+fn change(ns: &str, i: usize) -> ChangeRequest {
+    let changes = vec![KeyChange::set("http.timeout_ms", json!(i))];
+    ChangeRequest::new(ns, "prod", changes, "bench")
+}
+
+/// From sending change `i` to `ns` until every watch holds a version past the one before it.
+async fn to_last_version(
+    api: &ApiClient,
+    ns: &str,
+    i: usize,
+    versions: &mut [watch::Receiver<u64>],
+) -> Duration {
+    let target = *versions[0].borrow() + 1;
+    let request = change(ns, i);
+    let started = Instant::now();
+    let applied = async {
+        join_all(versions.iter_mut().map(|w| w.wait_for(|v| *v >= target))).await;
+        started.elapsed()
+    };
+    let (reply, elapsed) = tokio::join!(
+        api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request),
+        applied
+    );
+    reply.expect("change accepted");
+    elapsed
+}
+
+/// From sending change `i` to `ns` until every subscription has received a message.
+async fn to_last_message(
+    api: &ApiClient,
+    ns: &str,
+    i: usize,
+    subscriptions: &mut [async_nats::Subscriber],
+) -> Duration {
+    let request = change(ns, i);
+    let started = Instant::now();
+    let received = async {
+        join_all(subscriptions.iter_mut().map(|s| s.next())).await;
+        started.elapsed()
+    };
+    let (reply, elapsed) = tokio::join!(
+        api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request),
+        received
+    );
+    reply.expect("change accepted");
+    elapsed
+}
+
+async fn plain_subscription(url: &str, ns: &str) -> (async_nats::Client, async_nats::Subscriber) {
+    let client = async_nats::connect(url).await.expect("connect");
+    let subscription = client
+        .subscribe(format!("mycosynth.events.prod.{ns}"))
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    (client, subscription)
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_or("FANOUT_N", 100);
+    let samples = env_or("FANOUT_SAMPLES", 400);
+    let nats = mycosynth_testkit::NatsServer::start();
+    let url = nats.url();
+    let _validator = mycosynth_testkit::Validator::start(&url, &[]);
+    let api = ApiClient::connect(&url, Duration::from_secs(10))
+        .await
+        .expect("api");
+    // A version for the subscribers to start from, on a key the samples do not change.
+    let seed = ChangeRequest::new(
+        "fanout",
+        "prod",
+        vec![KeyChange::set("seed", json!(0))],
+        "b",
+    );
+    let _: ChangeOutcome = api.call(endpoint::CHANGE, &seed).await.expect("seed");
+    let kv = async_nats::jetstream::new(async_nats::connect(&url).await.expect("connect"))
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "fanout_floor".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("bucket");
+
+    let (mut subscribers, mut versions) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut plain, mut tasked, mut watches) = (vec![], vec![], vec![]);
+    for _ in 0..n {
+        let builder = Subscriber::builder("fanout", "prod")
+            .nats_url(&url)
+            .receipts(false, Duration::from_secs(10));
+        let subscriber = builder.connect().await.expect("subscriber");
+        versions.push(subscriber.version_watch());
+        subscribers.push(subscriber);
+
+        let (client, subscription) = plain_subscription(&url, "fanplain").await;
+        plain.push(subscription);
+        let store = async_nats::jetstream::new(client)
+            .get_key_value("fanout_floor")
+            .await
+            .expect("bucket");
+        watches.push(store.watch("k").await.expect("watch"));
+
+        let (client, mut subscription) = plain_subscription(&url, "fantask").await;
+        let (version, held) = watch::channel(0u64);
+        tokio::spawn(async move {
+            let _connection = client;
+            while let Some(message) = subscription.next().await {
+                if let Ok(event) = ChangeEvent::decode(&message.payload) {
+                    version.send_replace(event.version);
+                }
+            }
+        });
+        tasked.push(held);
+    }
+
+    let (mut ours, mut events, mut tasks, mut floor) = (vec![], vec![], vec![], vec![]);
+    for i in 0..WARMUP + samples {
+        let a = to_last_version(&api, "fanout", i, &mut versions).await;
+        let b = to_last_message(&api, "fanplain", i, &mut plain).await;
+        let c = to_last_version(&api, "fantask", i, &mut tasked).await;
+        let started = Instant::now();
+        let delivered = join_all(watches.iter_mut().map(|w| w.next()));
+        let (put, _) = tokio::join!(kv.put("k", i.to_string().into()), delivered);
+        put.expect("put");
+        let d = started.elapsed();
+        if i >= WARMUP {
+            ours.push(a);
+            events.push(b);
+            tasks.push(c);
+            floor.push(d);
+        }
+    }
+    println!("to the last of {n}, p50 µs over {samples} changes, sampled in turn:");
+    println!("  change → subscribers hold it             {}", p50(ours));
+    println!(
+        "  change → plain subscriptions get the event {}",
+        p50(events)
+    );
+    println!("  change → a task per subscription, decoded {}", p50(tasks));
+    println!("  raw KV put → KV watchers (the floor)      {}", p50(floor));
+}
