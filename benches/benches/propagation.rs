@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
-use mycosynth_benches::{histogram, Summary};
+use mycosynth_benches::{histogram, time_change, Summary};
 use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
 use mycosynth_subscriber::Subscriber;
 use mycosynth_testkit::{NatsCluster, NatsServer, Validator};
@@ -247,7 +247,6 @@ impl Propagation {
             .map(Subscriber::version_watch)
             .collect();
         let change = request(&self.ns, vec![("http.timeout_ms".into(), json!(i))]);
-        let started = Instant::now();
         let all_applied = async {
             join_all(
                 watches
@@ -255,14 +254,8 @@ impl Propagation {
                     .map(|w| w.wait_for(move |v| *v >= target)),
             )
             .await;
-            started.elapsed()
         };
-        let (reply, elapsed) = tokio::join!(
-            api.call::<_, ChangeOutcome>(endpoint::CHANGE, &change),
-            all_applied
-        );
-        reply.expect("change accepted");
-        elapsed
+        time_change(api, &change, all_applied).await
     }
 }
 

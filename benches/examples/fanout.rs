@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
+use mycosynth_benches::time_change;
 use mycosynth_subscriber::wire::{endpoint, ChangeEvent, ChangeOutcome, ChangeRequest, KeyChange};
 use mycosynth_subscriber::Subscriber;
 use serde_json::json;
@@ -51,18 +52,10 @@ async fn to_last_version(
     versions: &mut [watch::Receiver<u64>],
 ) -> Duration {
     let target = *versions[0].borrow() + 1;
-    let request = change(ns, i);
-    let started = Instant::now();
     let applied = async {
         join_all(versions.iter_mut().map(|w| w.wait_for(|v| *v >= target))).await;
-        started.elapsed()
     };
-    let (reply, elapsed) = tokio::join!(
-        api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request),
-        applied
-    );
-    reply.expect("change accepted");
-    elapsed
+    time_change(api, &change(ns, i), applied).await
 }
 
 /// From sending change `i` to `ns` until every subscription has received a message.
@@ -72,18 +65,10 @@ async fn to_last_message(
     i: usize,
     subscriptions: &mut [async_nats::Subscriber],
 ) -> Duration {
-    let request = change(ns, i);
-    let started = Instant::now();
     let received = async {
         join_all(subscriptions.iter_mut().map(|s| s.next())).await;
-        started.elapsed()
     };
-    let (reply, elapsed) = tokio::join!(
-        api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request),
-        received
-    );
-    reply.expect("change accepted");
-    elapsed
+    time_change(api, &change(ns, i), received).await
 }
 
 async fn plain_subscription(url: &str, ns: &str) -> (async_nats::Client, async_nats::Subscriber) {
