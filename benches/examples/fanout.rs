@@ -10,7 +10,9 @@
 //! The first two say what the event subject's fan-out costs against the floor's, and what the
 //! subscriber adds on top of it; the third, how much of that is the task hop alone.
 //! `cargo run --release -p mycosynth-benches --example fanout` (`FANOUT_N` receivers, default
-//! 100; `FANOUT_SAMPLES`, default 400; `MYCOSYNTH_BIN` to use an already built validator).
+//! 100; `FANOUT_SAMPLES`, default 400; `FANOUT_KEYS` other keys in each namespace, default 0, to
+//! see how a change's cost grows with the namespace; `MYCOSYNTH_BIN` to use an already built
+//! validator).
 
 use std::time::{Duration, Instant};
 
@@ -71,6 +73,19 @@ async fn to_last_message(
     time_change(api, &change(ns, i), received).await
 }
 
+/// `keys` keys (at least one) in `ns`, in change sets of up to 990.
+async fn seed(api: &ApiClient, ns: &str, keys: usize) {
+    let names: Vec<String> = (0..keys.max(1)).map(|k| format!("seed.{k}")).collect();
+    for chunk in names.chunks(990) {
+        let changes = chunk
+            .iter()
+            .map(|name| KeyChange::set(name.clone(), json!({"n": 1, "text": "a config value"})))
+            .collect();
+        let request = ChangeRequest::new(ns, "prod", changes, "bench");
+        let _: ChangeOutcome = api.call(endpoint::CHANGE, &request).await.expect("seed");
+    }
+}
+
 async fn plain_subscription(url: &str, ns: &str) -> (async_nats::Client, async_nats::Subscriber) {
     let client = async_nats::connect(url).await.expect("connect");
     let subscription = client
@@ -91,14 +106,11 @@ async fn main() {
     let api = ApiClient::connect(&url, Duration::from_secs(10))
         .await
         .expect("api");
-    // A version for the subscribers to start from, on a key the samples do not change.
-    let seed = ChangeRequest::new(
-        "fanout",
-        "prod",
-        vec![KeyChange::set("seed", json!(0))],
-        "b",
-    );
-    let _: ChangeOutcome = api.call(endpoint::CHANGE, &seed).await.expect("seed");
+    // A version for the subscribers to start from, on keys the samples do not change.
+    let keys = env_or("FANOUT_KEYS", 0);
+    for ns in ["fanout", "fanplain", "fantask"] {
+        seed(&api, ns, keys).await;
+    }
     let kv = async_nats::jetstream::new(async_nats::connect(&url).await.expect("connect"))
         .create_key_value(async_nats::jetstream::kv::Config {
             bucket: "fanout_floor".into(),

@@ -84,8 +84,8 @@ pub(crate) struct Shared {
 }
 
 /// The metrics the event path records, registered once with the subscriber's namespace and
-/// environment as labels (several subscribers in one process each have their own): looking a
-/// metric up by name on every change costs more than applying the change.
+/// environment as labels (several subscribers in one process each have their own series),
+/// rather than looked up by name in the recorder on every change.
 pub(crate) struct Meters {
     applied: metrics::Counter,
     version: metrics::Gauge,
