@@ -711,7 +711,7 @@ impl Validator {
                 // A child environment is validated together with what it inherits.
                 let own_schema = schema.as_deref().filter(|_| inherited.is_empty());
                 let planned =
-                    validate::plan(&current, &changes, replace, own_schema, self.require_schema)
+                    validate::plan(current, &changes, replace, own_schema, self.require_schema)
                         .and_then(
                             |plan| match schema.as_deref().filter(|_| !inherited.is_empty()) {
                                 Some(schema) => {

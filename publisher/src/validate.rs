@@ -54,13 +54,14 @@ pub fn names(
     Ok((ns, env))
 }
 
-/// Validates `changes` on top of `current` and computes what would change.
+/// Validates `changes` on top of `current` (taken, and changed in place: a change set costs
+/// what it touches, not the size of the namespace) and computes what would change.
 ///
 /// `replace`: keys of `current` absent from `changes` are deleted. `schema`: the namespace's
 /// schema, if any; `require_schema` refuses a namespace without one. Every violation is
 /// reported, not just the first.
 pub fn plan(
-    current: &BTreeMap<String, Value>,
+    current: BTreeMap<String, Value>,
     changes: &[KeyChange],
     replace: bool,
     schema: Option<&Schema>,
@@ -121,17 +122,18 @@ pub fn plan(
         return Err(violations);
     }
 
-    let mut document = if replace {
-        BTreeMap::new()
+    let (document, changes, diff) = if replace {
+        let mut document = BTreeMap::new();
+        for change in changes {
+            if let Some(value) = &change.value {
+                document.insert(change.key.clone(), value.clone());
+            }
+        }
+        let (changes, diff) = difference(&current, &document);
+        (document, changes, diff)
     } else {
-        current.clone()
+        apply_in_place(current, changes)
     };
-    for change in changes {
-        match &change.value {
-            Some(value) => document.insert(change.key.clone(), value.clone()),
-            None => document.remove(&change.key),
-        };
-    }
     if let Some(schema) = schema {
         let as_json = Value::Object(
             document
@@ -144,12 +146,37 @@ pub fn plan(
             return Err(found);
         }
     }
-    let (changes, diff) = difference(current, &document);
     Ok(Plan {
         changes,
         diff,
         document,
     })
+}
+
+/// `changes` (each key once) applied to `document`, with the change set and diff they make,
+/// sorted by key: only their keys can differ, so only they are compared.
+fn apply_in_place(
+    mut document: BTreeMap<String, Value>,
+    changes: &[KeyChange],
+) -> (BTreeMap<String, Value>, Vec<KeyChange>, Vec<DiffEntry>) {
+    let mut by_key: Vec<&KeyChange> = changes.iter().collect();
+    by_key.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let (mut made, mut diff) = (Vec::new(), Vec::new());
+    for change in by_key {
+        let old = match &change.value {
+            Some(value) => document.insert(change.key.clone(), value.clone()),
+            None => document.remove(&change.key),
+        };
+        if old != change.value {
+            made.push(change.clone());
+            diff.push(DiffEntry {
+                key: change.key.clone(),
+                old,
+                new: change.value.clone(),
+            });
+        }
+    }
+    (document, made, diff)
 }
 
 /// The change set and diff that turn `from` into `to`, sorted by key.
@@ -195,7 +222,7 @@ mod tests {
 
     #[test]
     fn unchanged_values_make_no_change() {
-        let plan = plan(&current(), &[set("a", json!(1))], false, None, false).unwrap();
+        let plan = plan(current(), &[set("a", json!(1))], false, None, false).unwrap();
         assert!(plan.is_empty());
         let plan = plan_ok(&[
             set("a", json!(5)),
@@ -208,13 +235,39 @@ mod tests {
         assert_eq!(plan.document, BTreeMap::from([("a".to_string(), json!(5))]));
     }
 
+    /// Changing a document in place finds exactly what comparing the whole of it would.
+    #[test]
+    fn a_change_set_is_diffed_by_its_own_keys_as_by_the_whole_document() {
+        let current: BTreeMap<String, Value> =
+            (0..50).map(|i| (format!("k{i:02}"), json!(i))).collect();
+        let changes = [
+            set("k07", json!(7)),
+            set("k03", json!("three")),
+            set("new", json!({"a": 1})),
+            KeyChange {
+                key: "k10".into(),
+                value: None,
+            },
+            KeyChange {
+                key: "missing".into(),
+                value: None,
+            },
+        ];
+        let plan = plan(current.clone(), &changes, false, None, false).unwrap();
+        let (made, diff) = difference(&current, &plan.document);
+        assert_eq!((plan.changes, plan.diff), (made, diff));
+        assert_eq!(plan.document.len(), 50);
+        assert_eq!(plan.document["k03"], json!("three"));
+        assert!(!plan.document.contains_key("k10"));
+    }
+
     fn plan_ok(changes: &[KeyChange]) -> Plan {
-        plan(&current(), changes, false, None, false).unwrap()
+        plan(current(), changes, false, None, false).unwrap()
     }
 
     #[test]
     fn replace_deletes_what_is_not_named() {
-        let plan = plan(&current(), &[set("c", json!(3))], true, None, false).unwrap();
+        let plan = plan(current(), &[set("c", json!(3))], true, None, false).unwrap();
         let deleted: Vec<_> = plan
             .changes
             .iter()
@@ -228,7 +281,7 @@ mod tests {
     fn every_violation_is_reported() {
         let big = Value::String("x".repeat(MAX_VALUE_LEN));
         let errs = plan(
-            &current(),
+            current(),
             &[
                 set("_meta.x", json!(1)),
                 set("ok", big),
@@ -252,7 +305,7 @@ mod tests {
                 ("a", "duplicate")
             ]
         );
-        let errs = plan(&current(), &[], false, None, true).unwrap_err();
+        let errs = plan(current(), &[], false, None, true).unwrap_err();
         assert_eq!(errs[0].rule, "schema_required");
     }
 
@@ -262,7 +315,7 @@ mod tests {
             Schema::compile(json!({"required": ["a"], "properties": {"b": {"type": "integer"}}}))
                 .unwrap();
         let errs = plan(
-            &current(),
+            current(),
             &[KeyChange {
                 key: "a".into(),
                 value: None,
@@ -277,7 +330,7 @@ mod tests {
             ("a", "required")
         );
         assert!(plan(
-            &current(),
+            current(),
             &[set("b", json!(7))],
             false,
             Some(&schema),

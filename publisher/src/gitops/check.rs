@@ -67,7 +67,7 @@ pub fn check(repo: &ConfigRepo, require_schema: bool) -> Vec<Finding> {
             .map(|(k, v)| KeyChange::set(k.clone(), v.clone()))
             .collect();
         let own_schema = schema.filter(|_| parents.is_empty());
-        match validate::plan(&BTreeMap::new(), &changes, true, own_schema, false) {
+        match validate::plan(BTreeMap::new(), &changes, true, own_schema, false) {
             Err(violations) => findings.extend(violations.into_iter().map(finding)),
             Ok(plan) => {
                 if let (Some(schema), false) = (schema, parents.is_empty()) {
