@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
-use mycosynth_benches::{histogram, time_change, Summary};
+use mycosynth_benches::paths::{seed_keys, KvFloor, Propagation};
+use mycosynth_benches::{histogram, Summary};
 use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
 use mycosynth_subscriber::Subscriber;
 use mycosynth_testkit::{NatsCluster, NatsServer, Validator};
@@ -212,55 +213,8 @@ async fn main() {
     }
 }
 
-/// N subscribers (each with its own connection) of one namespace, ready to time changes.
-struct Propagation {
-    ns: String,
-    subscribers: Vec<Subscriber>,
-}
-
-impl Propagation {
-    async fn start(api: &ApiClient, url: &str, count: usize) -> Propagation {
-        let ns = format!("prop{count}");
-        let _: ChangeOutcome = api
-            .call(
-                endpoint::CHANGE,
-                &request(&ns, vec![("seed".into(), json!(0))]),
-            )
-            .await
-            .expect("seed");
-        let mut subscribers = Vec::with_capacity(count);
-        for _ in 0..count {
-            let builder = Subscriber::builder(ns.clone(), "prod")
-                .nats_url(url)
-                .receipts(false, Duration::from_secs(10));
-            subscribers.push(builder.connect().await.expect("subscriber"));
-        }
-        Propagation { ns, subscribers }
-    }
-
-    /// From sending change `i` until the last subscriber holds it.
-    async fn sample(&self, api: &ApiClient, i: u64) -> Duration {
-        let target = self.subscribers[0].version() + 1;
-        let mut watches: Vec<_> = self
-            .subscribers
-            .iter()
-            .map(Subscriber::version_watch)
-            .collect();
-        let change = request(&self.ns, vec![("http.timeout_ms".into(), json!(i))]);
-        let all_applied = async {
-            join_all(
-                watches
-                    .iter_mut()
-                    .map(|w| w.wait_for(move |v| *v >= target)),
-            )
-            .await;
-        };
-        time_change(api, &change, all_applied).await
-    }
-}
-
 async fn mycosynth_propagation(api: &ApiClient, url: &str, count: usize, samples: u64) -> Summary {
-    let run = Propagation::start(api, url, count).await;
+    let run = Propagation::start(api, url, &format!("prop{count}"), count).await;
     let mut h = histogram();
     for i in 0..WARMUP + samples {
         let elapsed = run.sample(api, i).await;
@@ -269,44 +223,6 @@ async fn mycosynth_propagation(api: &ApiClient, url: &str, count: usize, samples
         }
     }
     Summary::of(&h)
-}
-
-/// The floor: a raw KV put on one connection, watched by N raw KV watches on connections of
-/// their own.
-struct KvFloor {
-    kv: async_nats::jetstream::kv::Store,
-    watches: Vec<async_nats::jetstream::kv::Watch>,
-}
-
-impl KvFloor {
-    async fn start(url: &str, bucket: &str, watchers: usize) -> KvFloor {
-        let writer = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
-        let kv = writer
-            .create_key_value(async_nats::jetstream::kv::Config {
-                bucket: bucket.to_owned(),
-                ..Default::default()
-            })
-            .await
-            .expect("bucket");
-        let mut watches = Vec::new();
-        for _ in 0..watchers {
-            let reader =
-                async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
-            let store = reader.get_key_value(bucket).await.expect("bucket");
-            watches.push(store.watch("k").await.expect("watch"));
-        }
-        KvFloor { kv, watches }
-    }
-
-    /// From the put of value `i` until the last watch delivers it.
-    async fn sample(&mut self, i: u64) -> Duration {
-        let started = Instant::now();
-        let put = self.kv.put("k", i.to_string().into());
-        let delivered = join_all(self.watches.iter_mut().map(|w| w.next()));
-        let (put, _) = tokio::join!(put, delivered);
-        put.expect("put");
-        started.elapsed()
-    }
 }
 
 /// The KV floor alone, one put after another: every thread on its path stays awake, which
@@ -331,7 +247,7 @@ async fn side_by_side(
     count: usize,
     samples: u64,
 ) -> (Summary, Summary) {
-    let ours = Propagation::start(api, url, count).await;
+    let ours = Propagation::start(api, url, &format!("prop{count}"), count).await;
     let mut floor = KvFloor::start(url, &format!("floor{count}"), count).await;
     let (mut h_ours, mut h_floor) = (histogram(), histogram());
     for i in 0..WARMUP + samples {
@@ -398,20 +314,7 @@ async fn throughput(api: &Arc<ApiClient>, namespaces: usize, run: Duration) -> f
 
 /// (from NATS ms, from cache ms, RSS delta MB) for a namespace of 10,000 keys.
 async fn startup(api: &ApiClient, url: &str) -> (f64, f64, f64) {
-    for chunk in 0..11 {
-        let pairs = (0..990)
-            .map(|i| {
-                (
-                    format!("key.{chunk}.{i}"),
-                    json!({"n": i, "text": "some config value"}),
-                )
-            })
-            .collect();
-        let _: ChangeOutcome = api
-            .call(endpoint::CHANGE, &request("big", pairs))
-            .await
-            .expect("seed");
-    }
+    seed_keys(api, "big", 10_890).await;
     let cache = std::env::temp_dir().join(format!("mycosynth-bench-cache-{}", std::process::id()));
     // Memory of a real subscribing process (`mycosynth watch`) holding the 10,000 keys.
     let watcher = mycosynth_testkit::CliProcess::spawn(url, &["watch", "big", "prod", "--json"]);

@@ -14,20 +14,18 @@
 //! see how a change's cost grows with the namespace; `MYCOSYNTH_BIN` to use an already built
 //! validator).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
-use mycosynth_benches::time_change;
-use mycosynth_subscriber::wire::{endpoint, ChangeEvent, ChangeOutcome, ChangeRequest, KeyChange};
-use mycosynth_subscriber::Subscriber;
-use serde_json::json;
+use mycosynth_benches::paths::{sample_change, seed_keys, time_change, KvFloor, Propagation};
+use mycosynth_subscriber::wire::ChangeEvent;
 use tokio::sync::watch;
 
-const WARMUP: usize = 100;
+const WARMUP: u64 = 100;
 
-fn env_or(name: &str, default: usize) -> usize {
+fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|n| n.parse().ok())
@@ -41,49 +39,31 @@ fn p50(mut samples: Vec<Duration>) -> u128 {
         .map_or(0, Duration::as_micros)
 }
 
-fn change(ns: &str, i: usize) -> ChangeRequest {
-    let changes = vec![KeyChange::set("http.timeout_ms", json!(i))];
-    ChangeRequest::new(ns, "prod", changes, "bench")
-}
-
 /// From sending change `i` to `ns` until every watch holds a version past the one before it.
 async fn to_last_version(
     api: &ApiClient,
     ns: &str,
-    i: usize,
+    i: u64,
     versions: &mut [watch::Receiver<u64>],
 ) -> Duration {
     let target = *versions[0].borrow() + 1;
     let applied = async {
         join_all(versions.iter_mut().map(|w| w.wait_for(|v| *v >= target))).await;
     };
-    time_change(api, &change(ns, i), applied).await
+    time_change(api, &sample_change(ns, i), applied).await
 }
 
 /// From sending change `i` to `ns` until every subscription has received a message.
 async fn to_last_message(
     api: &ApiClient,
     ns: &str,
-    i: usize,
+    i: u64,
     subscriptions: &mut [async_nats::Subscriber],
 ) -> Duration {
     let received = async {
         join_all(subscriptions.iter_mut().map(|s| s.next())).await;
     };
-    time_change(api, &change(ns, i), received).await
-}
-
-/// `keys` keys (at least one) in `ns`, in change sets of up to 990.
-async fn seed(api: &ApiClient, ns: &str, keys: usize) {
-    let names: Vec<String> = (0..keys.max(1)).map(|k| format!("seed.{k}")).collect();
-    for chunk in names.chunks(990) {
-        let changes = chunk
-            .iter()
-            .map(|name| KeyChange::set(name.clone(), json!({"n": 1, "text": "a config value"})))
-            .collect();
-        let request = ChangeRequest::new(ns, "prod", changes, "bench");
-        let _: ChangeOutcome = api.call(endpoint::CHANGE, &request).await.expect("seed");
-    }
+    time_change(api, &sample_change(ns, i), received).await
 }
 
 async fn plain_subscription(url: &str, ns: &str) -> (async_nats::Client, async_nats::Subscriber) {
@@ -106,37 +86,19 @@ async fn main() {
     let api = ApiClient::connect(&url, Duration::from_secs(10))
         .await
         .expect("api");
-    // A version for the subscribers to start from, on keys the samples do not change.
-    let keys = env_or("FANOUT_KEYS", 0);
+    // Keys the samples do not change, to see a change's cost grow with the namespace.
+    let keys = usize::try_from(env_or("FANOUT_KEYS", 0)).expect("FANOUT_KEYS");
     for ns in ["fanout", "fanplain", "fantask"] {
-        seed(&api, ns, keys).await;
+        seed_keys(&api, ns, keys).await;
     }
-    let kv = async_nats::jetstream::new(async_nats::connect(&url).await.expect("connect"))
-        .create_key_value(async_nats::jetstream::kv::Config {
-            bucket: "fanout_floor".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("bucket");
-
-    let (mut subscribers, mut versions) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut plain, mut tasked, mut watches) = (vec![], vec![], vec![]);
-    for _ in 0..n {
-        let builder = Subscriber::builder("fanout", "prod")
-            .nats_url(&url)
-            .receipts(false, Duration::from_secs(10));
-        let subscriber = builder.connect().await.expect("subscriber");
-        versions.push(subscriber.version_watch());
-        subscribers.push(subscriber);
-
+    let count = usize::try_from(n).expect("FANOUT_N");
+    let subscribers = Propagation::start(&api, &url, "fanout", count).await;
+    let mut kv_floor = KvFloor::start(&url, "fanout_floor", count).await;
+    let (mut connections, mut plain, mut tasked) = (vec![], vec![], vec![]);
+    for _ in 0..count {
         let (client, subscription) = plain_subscription(&url, "fanplain").await;
+        connections.push(client);
         plain.push(subscription);
-        let store = async_nats::jetstream::new(client)
-            .get_key_value("fanout_floor")
-            .await
-            .expect("bucket");
-        watches.push(store.watch("k").await.expect("watch"));
-
         let (client, mut subscription) = plain_subscription(&url, "fantask").await;
         let (version, held) = watch::channel(0u64);
         tokio::spawn(async move {
@@ -152,14 +114,10 @@ async fn main() {
 
     let (mut ours, mut events, mut tasks, mut floor) = (vec![], vec![], vec![], vec![]);
     for i in 0..WARMUP + samples {
-        let a = to_last_version(&api, "fanout", i, &mut versions).await;
+        let a = subscribers.sample(&api, i).await;
         let b = to_last_message(&api, "fanplain", i, &mut plain).await;
         let c = to_last_version(&api, "fantask", i, &mut tasked).await;
-        let started = Instant::now();
-        let delivered = join_all(watches.iter_mut().map(|w| w.next()));
-        let (put, _) = tokio::join!(kv.put("k", i.to_string().into()), delivered);
-        put.expect("put");
-        let d = started.elapsed();
+        let d = kv_floor.sample(i).await;
         if i >= WARMUP {
             ours.push(a);
             events.push(b);

@@ -7,12 +7,11 @@
 use std::time::{Duration, Instant};
 
 use mycosynth::client::ApiClient;
+use mycosynth_benches::paths::seed_keys;
 use mycosynth_subscriber::kv_scan::scan;
-use mycosynth_subscriber::wire::{
-    endpoint, ChangeOutcome, ChangeRequest, KeyChange, ValueRecord, CONFIG_BUCKET,
-};
+use mycosynth_subscriber::wire::{ValueRecord, CONFIG_BUCKET};
 use mycosynth_subscriber::Subscriber;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -26,23 +25,7 @@ async fn main() {
     let api = ApiClient::connect(&url, Duration::from_secs(10))
         .await
         .expect("api");
-    for chunk in 0..11 {
-        let changes = (0..990)
-            .map(|i| {
-                KeyChange::set(
-                    format!("key.{chunk}.{i}"),
-                    json!({"n": i, "text": "some config value"}),
-                )
-            })
-            .collect();
-        let _: ChangeOutcome = api
-            .call(
-                endpoint::CHANGE,
-                &ChangeRequest::new("big", "prod", changes, "bench"),
-            )
-            .await
-            .expect("seed");
-    }
+    seed_keys(&api, "big", 10_890).await;
     let js = async_nats::jetstream::new(async_nats::connect(&url).await.expect("connect"));
     for _ in 0..5 {
         let started = Instant::now();

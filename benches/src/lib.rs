@@ -1,18 +1,17 @@
 //! Shared set-up of the benchmarks: a real nats-server (from the test harness) and an
-//! in-process validator, and a latency summary type.
+//! in-process validator, a latency summary type, and the paths latencies are taken on
+//! ([`paths`]).
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use mycosynth::client::ApiClient;
 use mycosynth::service::{self, ValidatorConfig};
-use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest};
 use mycosynth_testkit::NatsServer;
 use tokio::sync::oneshot;
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod paths;
 pub mod reads;
 
 /// A nats-server and a validator serving it; both stop on drop.
@@ -110,24 +109,4 @@ impl Summary {
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, Duration::from_secs(60).as_nanos() as u64, 3)
         .expect("histogram bounds")
-}
-
-/// Sends `request` to the validator and times it until `arrived` completes (the change reaching
-/// whatever the caller waits on). The reply is awaited alongside and must be an acceptance.
-pub async fn time_change(
-    api: &ApiClient,
-    request: &ChangeRequest,
-    arrived: impl Future<Output = ()>,
-) -> Duration {
-    let started = Instant::now();
-    let arrived = async {
-        arrived.await;
-        started.elapsed()
-    };
-    let (reply, elapsed) = tokio::join!(
-        api.call::<_, ChangeOutcome>(endpoint::CHANGE, request),
-        arrived
-    );
-    reply.expect("change accepted");
-    elapsed
 }
