@@ -11,9 +11,22 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(args) = &cli.command {
+        runtime.worker_threads(args.workers.get());
+    }
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(err) => {
+            eprintln!("mycosynth: cannot start the async runtime: {err}");
+            ExitCode::from(cli::exit::UNAVAILABLE)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Serve(args) => {
             let filter =

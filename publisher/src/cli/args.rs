@@ -335,6 +335,13 @@ pub struct ServeArgs {
     /// Requests an identity may send at once above the rate (default: the rate's count).
     #[arg(long)]
     pub rate_burst: Option<std::num::NonZeroU32>,
+    /// Threads that run the validator's work. One is the fastest on a machine it shares with
+    /// nats-server: its work per change is tens of microseconds, and commits of one validator
+    /// go through one task anyway, so a second thread adds hand-offs between threads (about
+    /// 25 µs per change) and no throughput. More help with large namespaces under a JSON
+    /// Schema, or signed requests at high rates, on cores of their own.
+    #[arg(long, env = "MYCOSYNTH_WORKERS", default_value_t = std::num::NonZeroUsize::MIN)]
+    pub workers: std::num::NonZeroUsize,
 }
 
 /// `mycosynth audit [--namespace N] [--env E] [--identity I] [--since T] [verify]`

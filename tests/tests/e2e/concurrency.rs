@@ -60,12 +60,12 @@ async fn stale_expected_version_is_a_conflict() {
 
 /// Acceptance 4b: two validator instances serve 200 concurrent change requests on one
 /// namespace; the final version equals the number of accepted change sets and the history holds
-/// each of them, in order.
+/// each of them, in order. One runs on one thread (the default), the other on three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_validators_never_lose_or_interleave_change_sets() {
     let nats = NatsServer::start();
     let _a = Validator::start(&nats.url(), &[]);
-    let _b = Validator::start(&nats.url(), &[]);
+    let _b = Validator::start(&nats.url(), &["--workers", "3"]);
     let api = Arc::new(crate::api(&nats.url()).await);
 
     let mut tasks = tokio::task::JoinSet::new();
