@@ -642,7 +642,7 @@ impl Validator {
             let mut cached = slot.lock().await;
             let mut fresh = false;
             for attempt in 1..=MAX_COMMIT_ATTEMPTS {
-                let state = match cached.take() {
+                let mut state = match cached.take() {
                     Some(state) => state,
                     None => {
                         fresh = true;
@@ -703,7 +703,14 @@ impl Validator {
                         });
                     }
                 }
-                let current = self.vault.open_document(ns, env, state.documents()).await?;
+                let current = match state.document.take() {
+                    Some(document) => document,
+                    None => {
+                        // A copy of the whole namespace: after a load, a refusal or a dry run.
+                        metrics::counter!("mycosynth_validator_document_builds_total").increment(1);
+                        self.vault.open_document(ns, env, state.documents()).await?
+                    }
+                };
                 let (changes, replace) = match &intent {
                     Intent::Changes { changes, replace } => (changes.clone(), *replace),
                     Intent::Restore(target) => (validate::difference(&current, target).0, false),
@@ -729,6 +736,15 @@ impl Validator {
                                 None => Ok(plan),
                             },
                         );
+                // A value sent already sealed stays sealed in the plan's document, unlike the
+                // one that `open_document` would make of the stored record: then the next change
+                // set builds its document anew.
+                let document_reusable = planned.as_ref().is_ok_and(|plan| {
+                    !plan
+                        .changes
+                        .iter()
+                        .any(|c| c.value.as_ref().is_some_and(mycosynth_subscriber::wire::is_sealed))
+                });
                 let mut plan = match planned {
                     Ok(plan) => plan,
                     Err(violations) => {
@@ -746,6 +762,10 @@ impl Validator {
                     .await?;
                 if dry_run || plan.is_empty() {
                     let version = state.version;
+                    if plan.is_empty() && document_reusable {
+                        // Nothing changed: the document is still the state's.
+                        state.document = Some(plan.document);
+                    }
                     *cached = Some(state);
                     return Ok(ChangeOutcome {
                         version,
@@ -808,6 +828,7 @@ impl Validator {
                 }
                 next.version = version;
                 next.pending = true;
+                next.document = document_reusable.then_some(plan.document);
                 next.last_request = attribution
                     .request_id
                     .clone()
@@ -856,6 +877,7 @@ impl Validator {
                                     };
                                 }
                                 state.version = version - 1;
+                                state.document = None;
                                 state.head_revision = revision;
                                 state.last_request = last_request;
                                 state.pending = false;

@@ -73,6 +73,11 @@ pub struct State {
     /// The head's change set was not (completely) materialised when this state was read: `values`
     /// include it (rolled forward), and [`Store::complete`] must write it before the next commit.
     pub incomplete: Option<Box<HeadRecord>>,
+    /// `values` as the next change set is validated against them: opened (sealed values in the
+    /// clear), left by the commit path after its last change set, so that a change set costs
+    /// what it touches rather than a copy of the namespace. `None` when not known (it is then
+    /// built from `values`); whatever changes `values` other than the commit path clears it.
+    pub document: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 impl State {
@@ -80,6 +85,7 @@ impl State {
     /// the values (`HeadRecord::roll_forward`). Returns whether that changed any value, i.e.
     /// whether the values read were missing part of the head's change set.
     pub fn follow(&mut self, head: &HeadRecord, revision: u64) -> bool {
+        self.document = None;
         self.version = head.version;
         self.head_revision = revision;
         self.pending = false;
@@ -99,7 +105,7 @@ impl State {
         )
     }
 
-    /// Just the values.
+    /// Just the values, as stored (sealed values sealed): a copy of the whole namespace.
     pub fn documents(&self) -> BTreeMap<String, serde_json::Value> {
         self.values
             .iter()

@@ -437,6 +437,7 @@ impl SubscriberBuilder {
             gap_since: None,
             retry: None,
             data_key: None,
+            next_values: Default::default(),
         };
         let task = tokio::spawn(updater.run(shutdown_rx));
         let mut subscriber = Subscriber {

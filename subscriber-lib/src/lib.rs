@@ -60,9 +60,10 @@
 //! - **Metrics:** `mycosynth_subscriber_connected`, `_staleness_seconds`, `_version` (gauges);
 //!   `_updates_applied_total`, `_resyncs_total`, `_decode_errors_total`, `_reconnects_total`,
 //!   `_connect_attempts_total`, `_cache_writes_total`, `_cache_refused_total`,
-//!   `_anti_entropy_repairs_total` (counters); `_apply_delay_seconds` (histogram).
-//!   `_version`, `_staleness_seconds`, `_updates_applied_total` and `_apply_delay_seconds` carry
-//!   `namespace` and `environment` labels, so several subscribers in one process are told apart.
+//!   `_anti_entropy_repairs_total`, `_snapshot_copies_total` (counters); `_apply_delay_seconds`
+//!   (histogram). `_version`, `_staleness_seconds`, `_updates_applied_total`,
+//!   `_snapshot_copies_total` and `_apply_delay_seconds` carry `namespace` and `environment`
+//!   labels, so several subscribers in one process are told apart.
 #![deny(missing_docs)]
 
 mod backoff;
@@ -73,6 +74,7 @@ mod credentials;
 mod inherit;
 pub mod kv_scan;
 mod loader;
+mod next_values;
 mod reporter;
 mod secrets;
 mod snapshot;
@@ -150,6 +152,11 @@ pub struct Stats {
     pub connect_attempts: u64,
     /// Times a connection was established (the first one included).
     pub reconnects: u64,
+    /// Change events whose new snapshot copied the whole value map of the current one: the
+    /// first event, the first after a resync or a schema reload, and any event applied while a
+    /// reader still held the snapshot before the current one. Every other event reuses that
+    /// snapshot's map and costs only the keys it changes.
+    pub snapshot_copies: u64,
 }
 
 /// Stops the updater task when the last handle goes.
@@ -410,6 +417,7 @@ impl Subscriber {
             duplicates_ignored: c.duplicates.load(Ordering::Relaxed),
             connect_attempts: self.shared.health.connect_attempts.load(Ordering::Relaxed),
             reconnects: self.shared.health.reconnects.load(Ordering::Relaxed),
+            snapshot_copies: c.snapshot_copies.load(Ordering::Relaxed),
         }
     }
 

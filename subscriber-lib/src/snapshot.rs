@@ -235,6 +235,12 @@ impl Snapshot {
         &self.values
     }
 
+    /// The stored values, taken out of a snapshot nobody else holds (to bring them forward to
+    /// the next version in place; see `next_values`).
+    pub(crate) fn into_values(self) -> FastMap<Arc<Value>> {
+        self.values
+    }
+
     pub(crate) fn defaults(&self) -> &Arc<FastMap<Value>> {
         &self.defaults
     }

@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::backoff::Backoff;
 use crate::check::SchemaCheck;
 use crate::loader::{defaults_of, load_schema, load_state};
+use crate::next_values::{Change, NextValues, Source};
 use crate::reporter::ReportState;
 use crate::snapshot::Snapshot;
 use crate::status::Health;
@@ -67,6 +68,7 @@ pub(crate) struct Counters {
     pub decode_errors: AtomicU64,
     pub duplicates: AtomicU64,
     pub resync_failures: AtomicU64,
+    pub snapshot_copies: AtomicU64,
 }
 
 /// State shared by every clone of a subscriber handle and its task.
@@ -91,6 +93,7 @@ pub(crate) struct Meters {
     version: metrics::Gauge,
     apply_delay: metrics::Histogram,
     staleness: metrics::Gauge,
+    snapshot_copies: metrics::Counter,
 }
 
 impl Meters {
@@ -100,7 +103,8 @@ impl Meters {
             applied: metrics::counter!("mycosynth_subscriber_updates_applied_total", "namespace" => ns.clone(), "environment" => env.clone()),
             version: metrics::gauge!("mycosynth_subscriber_version", "namespace" => ns.clone(), "environment" => env.clone()),
             apply_delay: metrics::histogram!("mycosynth_subscriber_apply_delay_seconds", "namespace" => ns.clone(), "environment" => env.clone()),
-            staleness: metrics::gauge!("mycosynth_subscriber_staleness_seconds", "namespace" => ns, "environment" => env),
+            staleness: metrics::gauge!("mycosynth_subscriber_staleness_seconds", "namespace" => ns.clone(), "environment" => env.clone()),
+            snapshot_copies: metrics::counter!("mycosynth_subscriber_snapshot_copies_total", "namespace" => ns, "environment" => env),
         }
     }
 }
@@ -141,6 +145,9 @@ pub(crate) struct Updater {
     pub retry: Option<(Instant, u32)>,
     /// The namespace's data key for sensitive values (loaded by the first resync that needs it).
     pub data_key: Option<crate::wire::DataKey>,
+    /// Builds each event's value map from the snapshot before the current one when nobody
+    /// reads it anymore, rather than copying the current map whole.
+    pub next_values: NextValues,
 }
 
 /// A decoded event whose values have been parsed.
@@ -290,34 +297,40 @@ impl Updater {
 
     fn apply(&mut self, parsed: ParsedEvent) {
         let current = self.shared.snapshot.load_full();
-        let mut values = current.values().clone();
         let mut keys = Vec::with_capacity(parsed.values.len());
-        for (key, value) in parsed.values {
-            match value {
-                Some(value) => {
-                    values.insert(Arc::from(key.as_str()), Arc::new(value));
-                }
-                None => {
-                    values.remove(key.as_str());
-                }
-            }
-            keys.push(key);
+        let changes: Vec<Change> = parsed
+            .values
+            .into_iter()
+            .map(|(key, value)| {
+                let change = (Arc::from(key.as_str()), value.map(Arc::new));
+                keys.push(key);
+                change
+            })
+            .collect();
+        let (values, source) = self.next_values.after(&current, &changes);
+        if source == Source::Copy {
+            self.shared
+                .counters
+                .snapshot_copies
+                .fetch_add(1, Ordering::Relaxed);
+            self.meters.snapshot_copies.increment(1);
         }
         let event = parsed.event;
+        let version = event.version;
         let next = Snapshot::new(
-            event.version,
+            version,
             values,
             current.defaults().clone(),
             event.committed_at_us,
         );
         if let Err(reason) = self.check(&next) {
-            self.reject(event.version, reason);
+            self.reject(version, reason);
             return;
         }
         self.publish(
             next,
             ChangeNotice {
-                version: event.version,
+                version,
                 previous_version: event.previous_version,
                 keys,
                 author: event.author,
@@ -328,6 +341,9 @@ impl Updater {
                 cause: NoticeCause::Event,
             },
         );
+        // `current` is out of the ArcSwap now; once its last reader lets go, its map becomes
+        // the next version's.
+        self.next_values.keep(current, changes, version);
         self.shared.counters.applied.fetch_add(1, Ordering::Relaxed);
         self.meters.applied.increment(1);
     }
@@ -345,6 +361,8 @@ impl Updater {
     fn reject(&mut self, version: u64, reason: String) {
         metrics::counter!("mycosynth_subscriber_rejected_versions_total").increment(1);
         tracing::warn!(namespace = %self.shared.namespace, environment = %self.shared.environment, version, %reason, "refusing a version that breaks the namespace schema; serving the last good snapshot");
+        // The refused version was built (from the spare, perhaps) but never served: start over.
+        self.next_values.forget();
         self.pending.clear();
         self.gap_since = None;
         self.report_rejection(version, reason);
@@ -359,10 +377,18 @@ impl Updater {
         }
     }
 
-    fn publish(&self, next: Snapshot, mut notice: ChangeNotice) {
+    /// Makes `next` the snapshot readers load. Every publication goes through here and forgets
+    /// the spare: only `apply` knows the changes from the replaced snapshot to `next`, and it
+    /// keeps them anew afterwards.
+    fn store(&mut self, next: Arc<Snapshot>) {
+        self.next_values.forget();
+        self.shared.snapshot.store(next);
+    }
+
+    fn publish(&mut self, next: Snapshot, mut notice: ChangeNotice) {
         let version = next.version();
         let next = Arc::new(next);
-        self.shared.snapshot.store(Arc::clone(&next));
+        self.store(Arc::clone(&next));
         notice.applied_at_us = now_us();
         self.shared.health.applied(notice.applied_at_us);
         if let Some(cache) = &self.cache {
@@ -533,7 +559,7 @@ impl Updater {
                 let mut next = (*current).clone();
                 next.set_defaults(Arc::new(defaults_of(schema.as_ref())));
                 let next = Arc::new(next);
-                self.shared.snapshot.store(Arc::clone(&next));
+                self.store(Arc::clone(&next));
                 if let Some(cache) = &self.cache {
                     cache.send_replace(next);
                 }

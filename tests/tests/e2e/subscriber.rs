@@ -198,4 +198,16 @@ async fn subscribers_in_one_process_export_their_own_labelled_metrics() {
     );
     assert_eq!(applied("labels-a"), Some(2.0), "{rendered}");
     assert_eq!(applied("labels-b"), Some(0.0), "{rendered}");
+    // Version 2 has no spare and copies version 1's map; version 3 brings version 1's map
+    // forward, as nothing here holds it anymore.
+    let copies = |ns| {
+        sample(
+            &rendered,
+            "mycosynth_subscriber_snapshot_copies_total",
+            &of(ns),
+        )
+    };
+    assert_eq!(copies("labels-a"), Some(1.0), "{rendered}");
+    assert_eq!(copies("labels-b"), Some(0.0), "{rendered}");
+    assert_eq!(a.stats().snapshot_copies, 1, "{:?}", a.stats());
 }

@@ -285,3 +285,135 @@ async fn a_schema_stored_by_another_instance_is_enforced() {
     let within = crate::set_keys(&api, "limits", "prod", &[("max", json!(7))]).await;
     assert!(within.committed);
 }
+
+/// The validator keeps each namespace's document between change sets rather than copying it out
+/// of the stored values for every one: whatever it held after a commit, a refusal, a dry run, a
+/// no-op, a sealed value and a rollback, each change set below is diffed against what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_change_set_is_diffed_against_the_stored_state() {
+    use mycosynth_subscriber::wire::{
+        endpoint, ChangeOutcome, ChangeRequest, DiffEntry, KeyChange, RollbackRequest,
+    };
+    use serde_json::json;
+    const SCHEMA: &str = r#"{
+      "type": "object",
+      "properties": {
+        "a": {"type": "integer"},
+        "secret": {"type": "string", "minLength": 8, "x-mycosynth-sensitive": true}
+      },
+      "additionalProperties": false
+    }"#;
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("vault.schema.json");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let out = run_cli(
+        &url,
+        &["schema", "push", "vault", &schema.display().to_string()],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let api = crate::api(&url).await;
+    let send = |changes: Vec<KeyChange>, dry_run: bool| {
+        let mut request = ChangeRequest::new("vault", "prod", changes, "tester");
+        request.dry_run = dry_run;
+        let api = &api;
+        async move {
+            api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
+                .await
+        }
+    };
+    let entry = |old: Option<serde_json::Value>, new: Option<serde_json::Value>| DiffEntry {
+        key: "a".into(),
+        old,
+        new,
+    };
+
+    let first = send(
+        vec![
+            KeyChange::set("a", json!(1)),
+            KeyChange::set("secret", json!("first-secret")),
+        ],
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((first.version, first.committed), (1, true));
+
+    // A dry run leaves nothing behind: the same change then commits, with the same diff.
+    let dry = send(vec![KeyChange::set("a", json!(2))], true)
+        .await
+        .unwrap();
+    assert_eq!((dry.version, dry.committed), (1, false));
+    assert_eq!(dry.diff, vec![entry(Some(json!(1)), Some(json!(2)))]);
+    let second = send(vec![KeyChange::set("a", json!(2))], false)
+        .await
+        .unwrap();
+    assert_eq!((second.version, second.committed), (2, true));
+    assert_eq!(second.diff, dry.diff);
+
+    // Neither does a refused change set.
+    let refused = send(
+        vec![KeyChange::set("a", json!(7)), KeyChange::set("b", json!(1))],
+        false,
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let third = send(vec![KeyChange::set("a", json!(3))], false)
+        .await
+        .unwrap();
+    assert_eq!(third.version, 3);
+    assert_eq!(third.diff, vec![entry(Some(json!(2)), Some(json!(3)))]);
+
+    // A sensitive value is held in the clear: setting it again changes nothing; a new one does.
+    let same = send(vec![KeyChange::set("secret", json!("first-secret"))], false)
+        .await
+        .unwrap();
+    assert_eq!((same.version, same.committed), (3, false));
+    let rotated = send(
+        vec![KeyChange::set("secret", json!("second-secret"))],
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((rotated.version, rotated.committed), (4, true));
+
+    // A delete; deleting the key again is refused, as a key not set.
+    let deleted = send(vec![KeyChange::delete("a")], false).await.unwrap();
+    assert_eq!(deleted.version, 5);
+    assert_eq!(deleted.diff, vec![entry(Some(json!(3)), None)]);
+    let again = send(vec![KeyChange::delete("a")], false).await;
+    assert!(again.is_err(), "{again:?}");
+
+    // A rollback to version 2 restores `a` and the first secret; after it, setting either to
+    // version 2's value changes nothing.
+    let rollback = RollbackRequest {
+        namespace: "vault".into(),
+        environment: "prod".into(),
+        to_version: 2,
+        expected_version: Some(5),
+        author: "tester".into(),
+        reason: String::new(),
+        dry_run: false,
+        request_id: None,
+    };
+    let restored: ChangeOutcome = api.call(endpoint::ROLLBACK, &rollback).await.unwrap();
+    assert_eq!((restored.version, restored.committed), (6, true));
+    assert!(
+        restored.diff.contains(&entry(None, Some(json!(2)))),
+        "{:?}",
+        restored.diff
+    );
+    let unchanged = send(
+        vec![
+            KeyChange::set("a", json!(2)),
+            KeyChange::set("secret", json!("first-secret")),
+        ],
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((unchanged.version, unchanged.committed), (6, false));
+}
