@@ -85,6 +85,10 @@ const CONTENTION_WINDOW: std::time::Duration = std::time::Duration::from_secs(2)
 /// How long shutdown waits for in-flight requests and a final flush.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How long a starting validator waits for the server to confirm its endpoints' subscriptions
+/// before it says it is ready anyway.
+const SUBSCRIBE_CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the validator until `shutdown` resolves. Calls `ready` with the HTTP address once
 /// requests are being served.
 pub async fn run(
@@ -194,6 +198,15 @@ pub async fn run(
         client.clone(),
         stop_rx.clone(),
     ));
+    // The endpoints' subscriptions are written to the connection by its own task: until the
+    // server has them, a request finds no responder. Ready means they are in (a flush is a
+    // round trip after them); bounded, as with NATS gone a flush waits for the reconnect.
+    if tokio::time::timeout(SUBSCRIBE_CONFIRM_TIMEOUT, client.flush())
+        .await
+        .map_or(true, |flushed| flushed.is_err())
+    {
+        tracing::warn!("the server has not confirmed the endpoints' subscriptions yet");
+    }
     tracing::info!(nats = %config.nats_url, http = ?http_addr, subject = %api_subject("*"), "validator serving");
     ready(http_addr);
 
