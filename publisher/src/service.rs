@@ -719,7 +719,8 @@ impl Validator {
                 let current = match state.document.take() {
                     Some(document) => document,
                     None => {
-                        // A copy of the whole namespace: after a load, a refusal or a dry run.
+                        // A copy of the whole namespace: after a load, a refusal, a dry run, a lost
+                        // race, or a change set that carried a value already sealed.
                         metrics::counter!("mycosynth_validator_document_builds_total").increment(1);
                         self.vault.open_document(ns, env, state.documents()).await?
                     }

@@ -361,7 +361,8 @@ impl Updater {
     fn reject(&mut self, version: u64, reason: String) {
         metrics::counter!("mycosynth_subscriber_rejected_versions_total").increment(1);
         tracing::warn!(namespace = %self.shared.namespace, environment = %self.shared.environment, version, %reason, "refusing a version that breaks the namespace schema; serving the last good snapshot");
-        // The refused version was built (from the spare, perhaps) but never served: start over.
+        // On the event path `after` has used the spare up already; after a refused resync it
+        // would still be valid, and dropping it costs one copy on the next event.
         self.next_values.forget();
         self.pending.clear();
         self.gap_since = None;
