@@ -48,7 +48,10 @@ async fn to_last_version(
 ) -> Duration {
     let target = *versions[0].borrow() + 1;
     let applied = async {
-        join_all(versions.iter_mut().map(|w| w.wait_for(|v| *v >= target))).await;
+        join_all(versions.iter_mut().map(|w| async move {
+            let _ = w.wait_for(|v| *v >= target).await;
+        }))
+        .await;
     };
     time_change(api, &sample_change(ns, i), applied).await
 }

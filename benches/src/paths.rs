@@ -89,11 +89,10 @@ impl Propagation {
             .map(Subscriber::version_watch)
             .collect();
         let all_applied = async {
-            join_all(
-                watches
-                    .iter_mut()
-                    .map(|w| w.wait_for(move |v| *v >= target)),
-            )
+            join_all(watches.iter_mut().map(|w| async move {
+                // Not the `Ref` it returns: that read guard is nothing to hold on to.
+                let _ = w.wait_for(|v| *v >= target).await;
+            }))
             .await;
         };
         time_change(api, &sample_change(&self.ns, i), all_applied).await

@@ -21,8 +21,7 @@ use crate::reporter::ReportState;
 use crate::snapshot::Snapshot;
 use crate::status::Health;
 use crate::wire::{
-    head_key, ChangeEvent, Environment, HeadRecord, Namespace, ReceiptKind, Rejection,
-    CONFIG_BUCKET,
+    head_key, Environment, EventBytes, HeadRecord, Namespace, ReceiptKind, Rejection, CONFIG_BUCKET,
 };
 
 /// What caused a change notice.
@@ -150,10 +149,15 @@ pub(crate) struct Updater {
     pub next_values: NextValues,
 }
 
-/// A decoded event whose values have been parsed.
+/// A checked event whose values have been parsed.
 pub(crate) struct ParsedEvent {
-    event: ChangeEvent,
-    values: Vec<(String, Option<Value>)>,
+    version: u64,
+    previous_version: u64,
+    committed_at_us: i64,
+    /// Each changed key with its parsed value (`None`: deleted), ready for the value map.
+    changes: Vec<Change>,
+    /// The event, read again for its attribution only if someone listens for change notices.
+    bytes: EventBytes,
 }
 
 pub(crate) fn now_us() -> i64 {
@@ -236,7 +240,7 @@ impl Updater {
             }
         };
         let current = self.shared.snapshot.load().version();
-        let event = &parsed.event;
+        let event = &parsed;
         if event.version <= current {
             self.shared
                 .counters
@@ -259,54 +263,66 @@ impl Updater {
     }
 
     fn parse(&self, bytes: &[u8]) -> Result<ParsedEvent, String> {
-        let event = ChangeEvent::decode(bytes).map_err(|e| e.to_string())?;
-        if event.namespace != self.shared.namespace.as_str()
-            || event.environment != self.shared.environment.as_str()
-        {
-            return Err(format!(
-                "event for {}/{} on this subject",
-                event.namespace, event.environment
-            ));
-        }
-        if event.version != event.previous_version.wrapping_add(1) {
-            return Err(format!(
-                "event version {} does not follow {}",
-                event.version, event.previous_version
-            ));
-        }
-        let values = event
-            .changes
-            .iter()
-            .map(|change| {
-                let value = match &change.value_json {
-                    Some(json) => Some(crate::secrets::open_one(
-                        &self.shared.namespace,
-                        &self.shared.environment,
-                        self.data_key.as_ref(),
-                        &change.key,
-                        serde_json::from_str(json)
-                            .map_err(|e| format!("value of key {:?}: {e}", change.key))?,
-                    )?),
-                    None => None,
-                };
-                Ok((change.key.clone(), value))
+        // Read in place: the strings of the event are not copied out, only its keys and values.
+        let bytes = EventBytes::copy_from(bytes).map_err(|e| e.to_string())?;
+        let (version, previous_version, committed_at_us, changes) = bytes
+            .read(|event| {
+                if event.namespace.as_str() != self.shared.namespace.as_str()
+                    || event.environment.as_str() != self.shared.environment.as_str()
+                {
+                    return Err(format!(
+                        "event for {}/{} on this subject",
+                        event.namespace, event.environment
+                    ));
+                }
+                let (version, previous_version) = (
+                    event.version.to_native(),
+                    event.previous_version.to_native(),
+                );
+                if version != previous_version.wrapping_add(1) {
+                    return Err(format!(
+                        "event version {version} does not follow {previous_version}"
+                    ));
+                }
+                let changes = event
+                    .changes
+                    .iter()
+                    .map(|change| {
+                        let key = change.key.as_str();
+                        let value = match change.value_json.as_ref() {
+                            Some(json) => Some(Arc::new(crate::secrets::open_one(
+                                &self.shared.namespace,
+                                &self.shared.environment,
+                                self.data_key.as_ref(),
+                                key,
+                                serde_json::from_str(json.as_str())
+                                    .map_err(|e| format!("value of key {key:?}: {e}"))?,
+                            )?)),
+                            None => None,
+                        };
+                        Ok((Arc::from(key), value))
+                    })
+                    .collect::<Result<Vec<Change>, String>>()?;
+                Ok((
+                    version,
+                    previous_version,
+                    event.committed_at_us.to_native(),
+                    changes,
+                ))
             })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(ParsedEvent { event, values })
+            .map_err(|e| e.to_string())??;
+        Ok(ParsedEvent {
+            version,
+            previous_version,
+            committed_at_us,
+            changes,
+            bytes,
+        })
     }
 
     fn apply(&mut self, parsed: ParsedEvent) {
         let current = self.shared.snapshot.load_full();
-        let mut keys = Vec::with_capacity(parsed.values.len());
-        let changes: Vec<Change> = parsed
-            .values
-            .into_iter()
-            .map(|(key, value)| {
-                let change = (Arc::from(key.as_str()), value.map(Arc::new));
-                keys.push(key);
-                change
-            })
-            .collect();
+        let changes = parsed.changes;
         let (values, source) = self.next_values.after(&current, &changes);
         if source == Source::Copy {
             self.shared
@@ -315,32 +331,38 @@ impl Updater {
                 .fetch_add(1, Ordering::Relaxed);
             self.meters.snapshot_copies.increment(1);
         }
-        let event = parsed.event;
-        let version = event.version;
+        let version = parsed.version;
         let next = Snapshot::new(
             version,
             values,
             current.defaults().clone(),
-            event.committed_at_us,
+            parsed.committed_at_us,
         );
         if let Err(reason) = self.check(&next) {
             self.reject(version, reason);
             return;
         }
-        self.publish(
-            next,
+        let (committed_at_us, bytes) = (parsed.committed_at_us, parsed.bytes);
+        self.publish(next, committed_at_us, || {
+            // Checked when it was parsed, so this second read does not fail.
+            let (author, reason, change_id) = bytes
+                .read(|e| {
+                    let text = |s: &rkyv::string::ArchivedString| s.as_str().to_owned();
+                    (text(&e.author), text(&e.reason), text(&e.change_id))
+                })
+                .unwrap_or_default();
             ChangeNotice {
                 version,
-                previous_version: event.previous_version,
-                keys,
-                author: event.author,
-                reason: event.reason,
-                change_id: event.change_id,
-                committed_at_us: event.committed_at_us,
+                previous_version: parsed.previous_version,
+                keys: changes.iter().map(|(key, _)| key.to_string()).collect(),
+                author,
+                reason,
+                change_id,
+                committed_at_us,
                 applied_at_us: 0,
                 cause: NoticeCause::Event,
-            },
-        );
+            }
+        });
         // `current` is out of the ArcSwap now; once its last reader lets go, its map becomes
         // the next version's.
         self.next_values.keep(current, changes, version);
@@ -386,20 +408,28 @@ impl Updater {
         self.shared.snapshot.store(next);
     }
 
-    fn publish(&mut self, next: Snapshot, mut notice: ChangeNotice) {
+    /// Serves `next` and tells everyone who follows versions. The change notice is built (by
+    /// `notice`) only when someone listens for notices: on every event in every subscriber,
+    /// an unread notice is allocations for nothing.
+    fn publish(
+        &mut self,
+        next: Snapshot,
+        committed_at_us: i64,
+        notice: impl FnOnce() -> ChangeNotice,
+    ) {
         let version = next.version();
         let next = Arc::new(next);
         self.store(Arc::clone(&next));
-        notice.applied_at_us = now_us();
-        self.shared.health.applied(notice.applied_at_us);
+        let applied_at_us = now_us();
+        self.shared.health.applied(applied_at_us);
         if let Some(cache) = &self.cache {
             cache.send_replace(next);
         }
         if let Some(reports) = &self.reports {
             reports.send_modify(|state| {
                 state.version = version;
-                state.applied_at_us = notice.applied_at_us;
-                state.committed_at_us = notice.committed_at_us;
+                state.applied_at_us = applied_at_us;
+                state.committed_at_us = committed_at_us;
                 state.kind = ReceiptKind::Applied;
                 if state
                     .rejected
@@ -410,14 +440,18 @@ impl Updater {
                 }
             });
         }
-        if notice.committed_at_us > 0 {
-            let delay = (notice.applied_at_us - notice.committed_at_us).max(0) as f64 / 1e6;
+        if committed_at_us > 0 {
+            let delay = (applied_at_us - committed_at_us).max(0) as f64 / 1e6;
             self.meters.apply_delay.record(delay);
         }
         self.meters.version.set(version as f64);
         self.shared.version.send_replace(version);
-        // No receivers is fine: nobody is observing changes.
-        let _ = self.shared.notices.send(Arc::new(notice));
+        if self.shared.notices.receiver_count() > 0 {
+            let mut notice = notice();
+            notice.applied_at_us = applied_at_us;
+            // A receiver may go between the count and the send: nobody observing is fine.
+            let _ = self.shared.notices.send(Arc::new(notice));
+        }
     }
 
     fn drain_pending(&mut self) {
@@ -491,20 +525,17 @@ impl Updater {
                 return;
             }
             tracing::info!(namespace = %shared.namespace, environment = %shared.environment, from = current.version(), to = loaded.version, why, took_ms = started.elapsed().as_millis() as u64, "resynced from KV");
-            self.publish(
-                next,
-                ChangeNotice {
-                    version: loaded.version,
-                    previous_version: current.version(),
-                    keys,
-                    author: String::new(),
-                    reason: String::new(),
-                    change_id: String::new(),
-                    committed_at_us: loaded.committed_at_us,
-                    applied_at_us: 0,
-                    cause: NoticeCause::Resync,
-                },
-            );
+            self.publish(next, loaded.committed_at_us, || ChangeNotice {
+                version: loaded.version,
+                previous_version: current.version(),
+                keys,
+                author: String::new(),
+                reason: String::new(),
+                change_id: String::new(),
+                committed_at_us: loaded.committed_at_us,
+                applied_at_us: 0,
+                cause: NoticeCause::Resync,
+            });
         }
         self.drain_pending();
         // Anything still pending starts a fresh wait; it may be filled by a late event.

@@ -108,6 +108,55 @@ impl ChangeEvent {
     }
 }
 
+/// A change event's bytes, copied once into an aligned buffer so that it can be read in place:
+/// a subscriber takes the few fields it needs without copying every string of the event out.
+/// Each [`EventBytes::read`] checks the archive first, so untrusted bytes never panic.
+///
+/// ```
+/// use mycosynth_subscriber::wire::{ChangeEvent, EventBytes, EventChange, EVENT_FORMAT};
+/// let event = ChangeEvent {
+///     format: EVENT_FORMAT,
+///     namespace: "payment-service".into(),
+///     environment: "production".into(),
+///     version: 8,
+///     previous_version: 7,
+///     changes: vec![EventChange { key: "database.pool_size".into(), value_json: Some("50".into()) }],
+///     change_id: "0190".into(),
+///     author: "alice".into(),
+///     reason: "peak traffic".into(),
+///     source: "cli".into(),
+///     committed_at_us: 1_700_000_000_000_000,
+/// };
+/// let bytes = EventBytes::copy_from(&event.encode()).unwrap();
+/// let first_key = bytes.read(|e| e.changes[0].key.as_str().to_owned()).unwrap();
+/// assert_eq!(first_key, "database.pool_size");
+/// assert!(EventBytes::copy_from(b"not an event").unwrap().read(|e| e.version.to_native()).is_err());
+/// ```
+pub struct EventBytes(rkyv::util::AlignedVec<16>);
+
+impl EventBytes {
+    /// Copies `bytes` (untrusted) into an aligned buffer; only their size is checked here.
+    pub fn copy_from(bytes: &[u8]) -> Result<EventBytes, DecodeError> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        Ok(EventBytes(aligned))
+    }
+
+    /// Checks the archive and its format, then hands the event, read in place, to `read`.
+    pub fn read<R>(&self, read: impl FnOnce(&ArchivedChangeEvent) -> R) -> Result<R, DecodeError> {
+        let event = rkyv::access::<ArchivedChangeEvent, rancor::Error>(&self.0)
+            .map_err(|err| DecodeError::Malformed(err.to_string()))?;
+        let format = event.format.to_native();
+        if format != EVENT_FORMAT {
+            return Err(DecodeError::UnsupportedFormat(format));
+        }
+        Ok(read(event))
+    }
+}
+
 #[cfg(test)]
 mod fuzz_tests {
     use super::*;
@@ -143,6 +192,9 @@ mod fuzz_tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
             let _ = ChangeEvent::decode(&bytes);
+            if let Ok(event) = EventBytes::copy_from(&bytes) {
+                let _ = event.read(|e| e.changes.len());
+            }
         }
 
         #[test]
@@ -151,6 +203,9 @@ mod fuzz_tests {
             if flip < bytes.len() { bytes[flip] ^= 1 << bit; }
             bytes.truncate(cut.min(bytes.len()));
             let _ = ChangeEvent::decode(&bytes);
+            if let Ok(event) = EventBytes::copy_from(&bytes) {
+                let _ = event.read(|e| e.changes.iter().map(|c| c.key.len()).sum::<usize>());
+            }
         }
     }
 }

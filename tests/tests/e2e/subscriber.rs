@@ -211,3 +211,54 @@ async fn subscribers_in_one_process_export_their_own_labelled_metrics() {
     assert_eq!(copies("labels-b"), Some(0.0), "{rendered}");
     assert_eq!(a.stats().snapshot_copies, 1, "{:?}", a.stats());
 }
+
+/// A change notice carries the change set's keys and attribution as committed. The subscriber
+/// builds notices only while someone listens: a version applied with nobody listening is still
+/// served, and a listener that comes later gets the next version's notice whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_notices_carry_the_change_sets_keys_and_attribution() {
+    use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
+    use mycosynth_subscriber::NoticeCause;
+
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let api = crate::api(&nats.url()).await;
+    set_keys(&api, "ledger", "prod", &[("a", json!(1)), ("b", json!(2))]).await;
+    let config = Subscriber::builder("ledger", "prod")
+        .nats_url(nats.url())
+        .connect()
+        .await
+        .unwrap();
+
+    // Nobody listens yet: applied and served all the same.
+    set_keys(&api, "ledger", "prod", &[("a", json!(10))]).await;
+    assert!(config.wait_for_version(2, Duration::from_secs(10)).await);
+    assert_eq!(config.get::<i64>("a").unwrap(), 10);
+
+    let mut notices = config.subscribe();
+    let mut request = ChangeRequest::new(
+        "ledger",
+        "prod",
+        vec![KeyChange::set("c.d", json!("x")), KeyChange::delete("b")],
+        "carol",
+    );
+    request.reason = "move b under c".into();
+    let outcome: ChangeOutcome = api.call(endpoint::CHANGE, &request).await.unwrap();
+    assert_eq!(outcome.version, 3);
+    let notice = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+        .await
+        .expect("a notice for version 3")
+        .expect("notice");
+    assert_eq!(notice.version, 3);
+    assert_eq!(notice.previous_version, 2);
+    assert_eq!(notice.cause, NoticeCause::Event);
+    let mut keys = notice.keys.clone();
+    keys.sort();
+    assert_eq!(keys, ["b", "c.d"]);
+    assert_eq!(notice.author, "carol");
+    assert_eq!(notice.reason, "move b under c");
+    assert_eq!(Some(notice.change_id.clone()), outcome.change_id);
+    assert!(notice.committed_at_us > 0 && notice.applied_at_us >= notice.committed_at_us);
+    assert_eq!(config.get::<String>("c.d").unwrap(), "x");
+    assert!(config.get::<i64>("b").is_err(), "b was deleted");
+}
