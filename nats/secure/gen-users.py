@@ -20,7 +20,9 @@ def validator(key):
         "publish": {
             "allow": ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>",
                       f"$KV.{CONFIG}.>", f"$KV.{SCHEMAS}.>", f"$KV.{POLICY}.>", f"$KV.{KEYS}.>",
-                      "mycosynth.events.>", "mycosynth.schema.>", "mycosynth.audit.>", "$SRV.>"],
+                      "mycosynth.events.>", "mycosynth.schema.>", "mycosynth.audit.>", "$SRV.>",
+                      # Change requests forwarded to the instance that owns their namespace.
+                      "mycosynth.api.direct.>"],
             # The audit stream is append-only for the validator: only nats-admin may purge,
             # delete or rewrite it.
             "deny": [f"$JS.API.STREAM.PURGE.{AUDIT}", f"$JS.API.STREAM.DELETE.{AUDIT}",

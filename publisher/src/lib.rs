@@ -15,6 +15,7 @@
 //! - [`vault`]: sensitive values (data keys, sealing, redaction).
 
 pub mod access;
+pub mod affinity;
 pub mod audit;
 pub mod auth;
 pub mod caller;

@@ -12,12 +12,12 @@ use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
 use mycosynth_subscriber::wire::{
-    self, api_subject, endpoint, event_subject, schema_subject, ApiError, ChangeEvent, ChangeMeta,
-    ChangeOutcome, ChangeRequest, ChangeSetRecord, ChangeSource, Environment, ErrorKind,
-    EventChange, GetOutcome, GetRequest, HeadRecord, HistoryOutcome, HistoryRequest, KeyChange,
-    Namespace, ParentRequest, Receipt, Reply, RollbackRequest, SchemaGetRequest, SchemaPushOutcome,
-    SchemaPushRequest, SchemaRecord, StatusOutcome, StatusRequest, ValueRecord, Violation,
-    EVENT_FORMAT, MAX_REQUEST_BYTES,
+    self, api_subject, direct_subject, endpoint, event_subject, schema_subject, ApiError,
+    ChangeEvent, ChangeMeta, ChangeOutcome, ChangeRequest, ChangeSetRecord, ChangeSource,
+    Environment, ErrorKind, EventChange, GetOutcome, GetRequest, HeadRecord, HistoryOutcome,
+    HistoryRequest, KeyChange, Namespace, ParentRequest, Receipt, Reply, RollbackRequest,
+    SchemaGetRequest, SchemaPushOutcome, SchemaPushRequest, SchemaRecord, StatusOutcome,
+    StatusRequest, ValueRecord, Violation, EVENT_FORMAT, MAX_REQUEST_BYTES,
 };
 use mycosynth_subscriber::wire::{PolicyGetRequest, PolicySetRequest, Role};
 use serde::de::DeserializeOwned;
@@ -25,6 +25,7 @@ use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::access::{Access, SecurityConfig};
+use crate::affinity::{Affinity, Forwarded};
 use crate::audit::Auditor;
 use crate::auth::Caller;
 use crate::caller::{caller, Envelope};
@@ -77,6 +78,13 @@ pub enum ServeError {
     Start(String),
 }
 
+/// Sends a service request's reply.
+async fn respond(name: &str, request: async_nats::service::Request, bytes: Bytes) {
+    if let Err(err) = request.respond(Ok(bytes)).await {
+        tracing::warn!(endpoint = name, error = %err, "could not send the reply");
+    }
+}
+
 /// How many times a change set without `expected_version` is retried after losing a race.
 const MAX_COMMIT_ATTEMPTS: usize = 8;
 /// How long after losing a compare-and-set to another writer a namespace/environment's commits
@@ -119,7 +127,17 @@ pub async fn run(
         .await
         .map_err(|e| ServeError::Start(e.to_string()))?;
     let vault = Vault::open(&async_nats::jetstream::new(client.clone()), replicas).await?;
+    let service = client
+        .service_builder()
+        .description("Mycosynth validator: the only writer of config")
+        .queue_group(wire::SERVICE_QUEUE_GROUP)
+        .start(wire::SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| ServeError::Start(e.to_string()))?;
+    let affinity = Affinity::new(service.info().await.id);
     let validator = Arc::new(Validator {
+        client: client.clone(),
+        affinity,
         store,
         access,
         require_schema: config.require_schema,
@@ -146,13 +164,6 @@ pub async fn run(
         None => None,
     };
 
-    let service = client
-        .service_builder()
-        .description("Mycosynth validator: the only writer of config")
-        .queue_group(wire::SERVICE_QUEUE_GROUP)
-        .start(wire::SERVICE_NAME, env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| ServeError::Start(e.to_string()))?;
     let group = service.group(wire::API_PREFIX);
     let mut tasks = tokio::task::JoinSet::new();
     for name in [
@@ -184,7 +195,7 @@ pub async fn run(
                     request = requests.next() => {
                         let Some(request) = request else { break };
                         let validator = Arc::clone(&validator);
-                        inflight.spawn(async move { validator.serve(name, request).await });
+                        inflight.spawn(async move { validator.route(name, request).await });
                     }
                     Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
                 }
@@ -192,6 +203,36 @@ pub async fn run(
             // Answer what was already accepted before stopping.
             while inflight.join_next().await.is_some() {}
         });
+    }
+    // The change requests of the slots this instance owns, forwarded by the other instances.
+    for name in [endpoint::CHANGE, endpoint::ROLLBACK] {
+        let direct = direct_subject(validator.affinity.own(), name);
+        let mut requests = client
+            .subscribe(direct)
+            .await
+            .map_err(|e| ServeError::Start(e.to_string()))?;
+        let validator = Arc::clone(&validator);
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let mut inflight = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    message = requests.next() => {
+                        let Some(message) = message else { break };
+                        let validator = Arc::clone(&validator);
+                        inflight.spawn(async move { validator.serve_forwarded(name, message).await });
+                    }
+                    Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                }
+            }
+            while inflight.join_next().await.is_some() {}
+        });
+    }
+    {
+        let validator = Arc::clone(&validator);
+        let (client, stop) = (client.clone(), stop_rx.clone());
+        tasks.spawn(async move { validator.affinity.discover(client, stop).await });
     }
     tasks.spawn(track_fleet(
         Arc::clone(&validator),
@@ -314,6 +355,10 @@ struct Attribution {
 type Slot = Arc<AsyncMutex<Option<State>>>;
 
 struct Validator {
+    /// The connection requests are forwarded on.
+    client: async_nats::Client,
+    /// Which instance writes which namespace/environment.
+    affinity: Affinity,
     store: Store,
     /// Who may do what (the stored policy) and who is asking.
     access: Access,
@@ -337,11 +382,62 @@ struct Validator {
 }
 
 impl Validator {
-    async fn serve(&self, name: &'static str, request: async_nats::service::Request) {
+    /// A request from the queue group: a change or rollback of a slot another live instance
+    /// owns goes to that instance (see `affinity.rs`); everything else is served here.
+    async fn route(&self, name: &'static str, request: async_nats::service::Request) {
+        if name == endpoint::CHANGE || name == endpoint::ROLLBACK {
+            let envelope = Envelope::read(&request.message.payload);
+            let owner = match (&envelope.namespace, &envelope.environment) {
+                (Some(ns), Some(env)) => self.affinity.owner(ns, env),
+                _ => None,
+            };
+            if let Some(owner) = owner {
+                match crate::affinity::forward(&self.client, &owner, name, &request.message).await {
+                    Forwarded::Answered(bytes) => return respond(name, request, bytes).await,
+                    Forwarded::OwnerGone => {
+                        tracing::info!(
+                            owner,
+                            endpoint = name,
+                            "the owning instance is gone; serving here"
+                        );
+                        self.affinity.forget(&owner);
+                    }
+                    Forwarded::Unanswered => {
+                        tracing::warn!(
+                            owner,
+                            endpoint = name,
+                            "the owning instance did not answer; serving here"
+                        );
+                        self.affinity.forget(&owner);
+                    }
+                }
+            }
+        }
+        let bytes = self.handle(name, &request.message).await;
+        respond(name, request, bytes).await;
+    }
+
+    /// A request another instance forwarded to this one, its owner: served here, whoever owns
+    /// the slot by now (forwarding twice could go round in circles).
+    async fn serve_forwarded(&self, name: &'static str, mut message: async_nats::Message) {
+        let Some(reply) = message.reply.take() else {
+            return;
+        };
+        // Signed for the queue group's subject, which is what the signature is checked against.
+        message.subject = api_subject(name).into();
+        let bytes = self.handle(name, &message).await;
+        if let Err(err) = self.client.publish(reply, bytes).await {
+            tracing::warn!(endpoint = name, error = %err, "could not send the reply");
+        }
+    }
+
+    /// Serves one request: authentication, the endpoint, the audit record, metrics. Returns the
+    /// reply's bytes.
+    async fn handle(&self, name: &'static str, message: &async_nats::Message) -> Bytes {
         let started = Instant::now();
-        let body = request.message.payload.clone();
+        let body = message.payload.clone();
         let envelope = Envelope::read(&body);
-        let authenticated = self.access.authenticate(&request.message).await;
+        let authenticated = self.access.authenticate(message).await;
         // The audit log and the rate limit know the caller by its verified identity when the
         // request is signed, else by the name it declares.
         let verified = authenticated
@@ -441,9 +537,7 @@ impl Validator {
         metrics::counter!("mycosynth_validator_requests_total", "endpoint" => name, "outcome" => outcome).increment(1);
         metrics::histogram!("mycosynth_validator_request_seconds", "endpoint" => name)
             .record(started.elapsed().as_secs_f64());
-        if let Err(err) = request.respond(Ok(bytes)).await {
-            tracing::warn!(endpoint = name, error = %err, "could not send the reply");
-        }
+        bytes
     }
 
     /// What `env` inherits: its parents' values, nearest parent winning, sensitive values opened

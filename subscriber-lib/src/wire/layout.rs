@@ -178,6 +178,19 @@ pub fn api_subject(endpoint: &str) -> String {
     format!("{API_PREFIX}.{endpoint}")
 }
 
+/// One validator instance's own subject for `endpoint`, where another instance forwards the
+/// change requests of a namespace this one owns (no queue group: only that instance hears it).
+/// `instance` is the id the instance has under NATS's service API.
+pub fn direct_subject(instance: &str, endpoint: &str) -> String {
+    format!("{API_PREFIX}.direct.{instance}.{endpoint}")
+}
+
+/// NATS's service-API discovery subject for the validator: every running instance answers a
+/// request here with its id.
+pub fn validator_ping_subject() -> String {
+    format!("$SRV.PING.{SERVICE_NAME}")
+}
+
 /// The JetStream stream holding the audit log (created by the validator, which alone appends;
 /// `deny_delete` and `deny_purge` set).
 pub const AUDIT_STREAM: &str = "MYCOSYNTH_AUDIT";

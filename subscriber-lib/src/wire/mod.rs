@@ -112,6 +112,11 @@ mod contract_tests {
         assert_eq!(RECEIPTS_ALL, "mycosynth.receipts.>");
         assert_eq!(api_subject(endpoint::STATUS), "mycosynth.api.status");
         assert_eq!(api_subject(endpoint::CHANGE), "mycosynth.api.change");
+        assert_eq!(
+            direct_subject("Xq3k9", endpoint::CHANGE),
+            "mycosynth.api.direct.Xq3k9.change"
+        );
+        assert_eq!(validator_ping_subject(), "$SRV.PING.mycosynth-validator");
         assert_eq!(AUDIT_STREAM, "MYCOSYNTH_AUDIT");
         assert_eq!(KEYS_BUCKET, "mycosynth-keys");
         assert_eq!(data_key_key(&ns()), "payment-service");

@@ -842,3 +842,50 @@ async fn tls_with_a_generated_ca_and_untrusted_clients_refused() {
     let out = run_as(&url, Some("admin"), &args).await;
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
 }
+
+/// Signed change requests forwarded between two secure validator instances (to the one that
+/// owns the namespace) keep their signature valid and are answered: the server lets instances
+/// reach each other's own subjects, and the owner checks the signature against the subject the
+/// client signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_requests_are_forwarded_between_secure_validators() {
+    let stack = secure_stack().await;
+    let url = stack.nats.url();
+    let second = Validator::start_secure(&url, &[]);
+    let instances = |v: &Validator| {
+        let page = mycosynth_testkit::http_get(&v.http_addr(), "/metrics")
+            .expect("metrics")
+            .1;
+        let value = |name: &str| -> f64 {
+            page.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        };
+        (
+            value("mycosynth_validator_instances"),
+            value("mycosynth_validator_forwarded_total{outcome=\"answered\"}"),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while instances(&stack._validator).0 < 2.0 || instances(&second).0 < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instances did not find each other"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in 0..12 {
+        let value = n.to_string();
+        let out = run_as(&url, Some("alice"), &["set", NS_A, ENV, "db.pool", &value]).await;
+        assert!(out.status.success(), "set {n}: {}", stderr(&out));
+    }
+    let forwarded = instances(&stack._validator).1 + instances(&second).1;
+    assert!(
+        forwarded >= 1.0,
+        "no request went through the other instance"
+    );
+    let out = run_as(&url, Some("alice"), &["--json", "get", NS_A, ENV]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"db.pool\""), "{}", stdout(&out));
+}
