@@ -75,7 +75,8 @@ async fn main() {
                 let per_s = throughput(&api, namespaces, Duration::from_secs(10)).await;
                 println!("{namespaces} namespace(s): {per_s:.0} change sets/s");
             }
-            let _second = Validator::start(&url, &[]);
+            let second = Validator::start(&url, &[]);
+            found_each_other(&[&validator, &second]).await;
             for namespaces in [1, 100] {
                 let per_s = throughput(&api, namespaces, Duration::from_secs(10)).await;
                 println!("two validators, {namespaces} namespace(s): {per_s:.0} change sets/s");
@@ -146,6 +147,7 @@ async fn main() {
     let throughput_many = throughput(&api, 100, Duration::from_secs(5)).await;
     let validator_rss = rss_mb(validator.pid().unwrap_or(0));
     let second = Validator::start(&url, &[]);
+    found_each_other(&[&validator, &second]).await;
     let throughput_two_one = throughput(&api, 1, Duration::from_secs(5)).await;
     let throughput_two_many = throughput(&api, 100, Duration::from_secs(5)).await;
     drop(second);
@@ -282,6 +284,22 @@ async fn core_floor(url: &str, samples: u64) -> Summary {
         }
     }
     Summary::of(&h)
+}
+
+/// Waits (at most 10 s) until every validator sees all of them, so that the two-validator
+/// throughput is measured once they split the namespaces, not while they discover each other.
+async fn found_each_other(validators: &[&Validator]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sees_all = |v: &Validator| {
+        mycosynth_testkit::http_get(&v.http_addr(), "/metrics").is_ok_and(|(_, page)| {
+            page.lines()
+                .filter_map(|l| l.strip_prefix("mycosynth_validator_instances "))
+                .any(|n| n.trim().parse::<f64>().ok() == Some(validators.len() as f64))
+        })
+    };
+    while !validators.iter().all(|v| sees_all(v)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Accepted change sets per second with 64 requests in flight, over `namespaces` namespaces.
