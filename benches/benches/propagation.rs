@@ -81,6 +81,11 @@ async fn main() {
                 let per_s = throughput(&api, namespaces, Duration::from_secs(10)).await;
                 println!("two validators, {namespaces} namespace(s): {per_s:.0} change sets/s");
             }
+            let routed = routing_client(&url).await;
+            for namespaces in [1, 100] {
+                let per_s = throughput(&routed, namespaces, Duration::from_secs(10)).await;
+                println!("two validators, routing client, {namespaces} namespace(s): {per_s:.0} change sets/s");
+            }
             return;
         }
         "startup" => {
@@ -150,10 +155,14 @@ async fn main() {
     found_each_other(&[&validator, &second]).await;
     let throughput_two_one = throughput(&api, 1, Duration::from_secs(5)).await;
     let throughput_two_many = throughput(&api, 100, Duration::from_secs(5)).await;
+    let routed = routing_client(&url).await;
+    let routed_two_one = throughput(&routed, 1, Duration::from_secs(5)).await;
+    let routed_two_many = throughput(&routed, 100, Duration::from_secs(5)).await;
     drop(second);
     println!("\n| change sets per second | 1 namespace | 100 namespaces |\n|---|---|---|");
     println!("| one validator | {throughput_one:.0} | {throughput_many:.0} |");
     println!("| two validators | {throughput_two_one:.0} | {throughput_two_many:.0} |");
+    println!("| two validators, client sending to the owner (`route_to_owners`) | {routed_two_one:.0} | {routed_two_many:.0} |");
 
     let (from_nats_ms, from_cache_ms, subscriber_rss) = startup(&api, &url).await;
     println!("\n| startup with 10,000 keys | ms |\n|---|---|");
@@ -179,6 +188,7 @@ async fn main() {
         "changes_per_s": {
             "one_validator": {"one_namespace": throughput_one, "hundred_namespaces": throughput_many},
             "two_validators": {"one_namespace": throughput_two_one, "hundred_namespaces": throughput_two_many},
+            "two_validators_routing_client": {"one_namespace": routed_two_one, "hundred_namespaces": routed_two_many},
         },
         "startup_ms": {"from_nats_10k_keys": from_nats_ms, "from_cache_10k_keys": from_cache_ms},
         "rss_mb": {"subscriber_process_10k_keys": subscriber_rss, "validator_under_load": validator_rss},
@@ -284,6 +294,17 @@ async fn core_floor(url: &str, samples: u64) -> Summary {
         }
     }
     Summary::of(&h)
+}
+
+/// An API client that sends each change to the validator instance owning its namespace, once
+/// it has found the instances (its first discovery ping answers within milliseconds).
+async fn routing_client(url: &str) -> Arc<ApiClient> {
+    let client = ApiClient::connect(url, Duration::from_secs(10))
+        .await
+        .expect("api")
+        .route_to_owners();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Arc::new(client)
 }
 
 /// Waits (at most 10 s) until every validator sees all of them, so that the two-validator

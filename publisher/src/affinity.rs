@@ -44,6 +44,12 @@ impl Affinity {
         }
     }
 
+    /// The instances as a client sees them: it is none of them, so [`Affinity::owner`] names
+    /// one of the instances it has heard from (or none, before it has heard from any).
+    pub fn observer() -> Affinity {
+        Affinity::new(String::new())
+    }
+
     /// This instance's id.
     pub fn own(&self) -> &str {
         &self.own
@@ -53,12 +59,16 @@ impl Affinity {
     pub fn owner(&self, ns: &str, env: &str) -> Option<String> {
         let now = Instant::now();
         let peers = self.lock();
-        let mut best = (score(&self.own, ns, env), None);
+        // An observer (no id of its own) only chooses among the instances it has heard from.
+        let mut best = (
+            (!self.own.is_empty()).then(|| score(&self.own, ns, env)),
+            None,
+        );
         for (id, seen) in peers.iter() {
             if now.duration_since(*seen) > PEER_EXPIRY {
                 continue;
             }
-            let candidate = score(id, ns, env);
+            let candidate = Some(score(id, ns, env));
             if candidate > best.0 {
                 best = (candidate, Some(id));
             }

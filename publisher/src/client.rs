@@ -1,10 +1,13 @@
 //! The client of the validator's API: one request, one typed reply or an [`ApiError`] whose
 //! kind the caller matches on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use mycosynth_subscriber::wire::{api_subject, ApiError, ErrorKind, Reply, MAX_REQUEST_BYTES};
+use mycosynth_subscriber::wire::{
+    api_subject, direct_subject, endpoint, ApiError, ErrorKind, Reply, MAX_REQUEST_BYTES,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -15,6 +18,21 @@ pub struct ApiClient {
     timeout: Duration,
     /// Signs every request when set (validators in signed mode refuse unsigned ones).
     signer: Option<Signer>,
+    /// Sends changes and rollbacks to the instance that owns their namespace, when set.
+    router: Option<Arc<Router>>,
+}
+
+/// The validator instances a long-lived client has discovered; the discovery task ends when the
+/// last clone of the client goes (its stop sender with it).
+struct Router {
+    instances: Arc<crate::affinity::Affinity>,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Router({} instances)", self.instances.live() - 1)
+    }
 }
 
 /// An identity's key pair, used to sign requests.
@@ -60,6 +78,7 @@ impl ApiClient {
             client,
             timeout,
             signer: credentials.key_pair().map(Signer),
+            router: None,
         })
     }
 
@@ -69,7 +88,46 @@ impl ApiClient {
             client,
             timeout,
             signer: None,
+            router: None,
         }
+    }
+
+    /// For a long-lived client (a program, a load generator; not a one-shot CLI command): finds
+    /// the validator instances (a service ping every second, on a task of the current tokio
+    /// runtime) and sends each change and rollback straight to the instance that owns its
+    /// namespace, as the instances themselves would forward it (`affinity.rs`). It saves that
+    /// forward, one hop for most requests once there are several instances. Until the instances
+    /// are known, and when an owner has gone, requests go to the queue group as usual.
+    pub fn route_to_owners(mut self) -> ApiClient {
+        let instances = Arc::new(crate::affinity::Affinity::observer());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (discovering, client) = (Arc::clone(&instances), self.client.clone());
+        tokio::spawn(async move { discovering.discover(client, stopped).await });
+        self.router = Some(Arc::new(Router {
+            instances,
+            _stop: stop,
+        }));
+        self
+    }
+
+    /// How many validator instances routing knows now (0 without [`ApiClient::route_to_owners`]).
+    pub fn instances_known(&self) -> usize {
+        self.router
+            .as_ref()
+            .map_or(0, |router| router.instances.live() - 1)
+    }
+
+    /// The instance a request to `endpoint` with `body` should go to, if routing knows one.
+    fn owner_of(&self, endpoint: &str, body: &[u8]) -> Option<String> {
+        let router = self.router.as_ref()?;
+        if endpoint != endpoint::CHANGE && endpoint != endpoint::ROLLBACK {
+            return None;
+        }
+        let envelope = crate::caller::Envelope::read(body);
+        router.instances.owner(
+            envelope.namespace.as_deref()?,
+            envelope.environment.as_deref()?,
+        )
     }
 
     /// Signs every request with `key` from now on.
@@ -98,6 +156,7 @@ impl ApiClient {
                 client: self.client.clone(),
                 timeout: self.timeout.min(left.max(Duration::from_millis(100))),
                 signer: self.signer.clone(),
+                router: self.router.clone(),
             };
             match once.call(endpoint, request).await {
                 Err(err)
@@ -125,16 +184,42 @@ impl ApiClient {
         let body =
             serde_json::to_vec(request).map_err(|e| error(ErrorKind::BadRequest, e.to_string()))?;
         check_size(body.len(), self.client.server_info().max_payload)?;
+        let body = bytes::Bytes::from(body);
+        // Signed for the queue group's subject whichever instance it goes to: that is the
+        // subject the validator checks the signature against.
         let subject = api_subject(endpoint);
-        let sent = match &self.signer {
-            Some(Signer(key)) => {
-                let headers = crate::auth::sign(key, &subject, &body)
-                    .map_err(|e| error(ErrorKind::Internal, e))?;
-                self.client
-                    .request_with_headers(subject, headers, body.into())
-                    .boxed()
+        let headers = match &self.signer {
+            Some(Signer(key)) => Some(
+                crate::auth::sign(key, &subject, &body)
+                    .map_err(|e| error(ErrorKind::Internal, e))?,
+            ),
+            None => None,
+        };
+        let send = |to: String| match &headers {
+            Some(headers) => self
+                .client
+                .request_with_headers(to, headers.clone(), body.clone())
+                .boxed(),
+            None => self.client.request(to, body.clone()).boxed(),
+        };
+        let sent = match self.owner_of(endpoint, &body) {
+            Some(owner) => {
+                let direct = send(direct_subject(&owner, endpoint));
+                async move {
+                    match direct.await {
+                        // The owner has gone: forget it and let the queue group answer.
+                        Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
+                            if let Some(router) = &self.router {
+                                router.instances.forget(&owner);
+                            }
+                            send(subject).await
+                        }
+                        other => other,
+                    }
+                }
+                .boxed()
             }
-            None => self.client.request(subject, body.into()).boxed(),
+            None => send(subject),
         };
         let reply = tokio::time::timeout(self.timeout, sent)
             .await

@@ -326,3 +326,60 @@ async fn two_validators_split_the_namespaces_instead_of_racing() {
         );
     }
 }
+
+/// A long-lived client that routes (`ApiClient::route_to_owners`) sends each change straight to
+/// the instance that owns its namespace: no request needs forwarding and no race is lost. When
+/// an owner is killed, the client's requests for its namespaces go to the queue group at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_client_sends_each_change_to_its_owner() {
+    let nats = NatsServer::start();
+    let mut a = Validator::start(&nats.url(), &[]);
+    let b = Validator::start(&nats.url(), &[]);
+    let api = Arc::new(crate::api(&nats.url()).await.route_to_owners());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while api.instances_known() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client did not find both instances"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let send = |round: u32, count: u32| {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..count {
+            let api = Arc::clone(&api);
+            tasks.spawn(async move {
+                let ns = format!("routed{}", i % 10);
+                let changes = vec![KeyChange::set(format!("k.{round}.{i}"), json!(i))];
+                let request = ChangeRequest::new(&ns, "prod", changes, "client");
+                api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
+                    .await
+            });
+        }
+        tasks
+    };
+    let mut tasks = send(0, 100);
+    while let Some(result) = tasks.join_next().await {
+        assert!(result.unwrap().expect("accepted").committed);
+    }
+    let (page_a, page_b) = (metrics_of(&a), metrics_of(&b));
+    let sum = |name: &str| metric_sum(&page_a, name, "") + metric_sum(&page_b, name, "");
+    assert_eq!(sum("mycosynth_validator_forwarded_total"), 0.0, "forwarded");
+    assert_eq!(
+        sum("mycosynth_validator_commit_conflicts_total"),
+        0.0,
+        "raced"
+    );
+    assert_eq!(sum("mycosynth_validator_commits_total"), 100.0);
+
+    a.kill();
+    let mut tasks = send(1, 20);
+    while let Some(result) = tasks.join_next().await {
+        assert!(
+            result
+                .unwrap()
+                .expect("accepted by the remaining instance")
+                .committed
+        );
+    }
+}
