@@ -78,6 +78,30 @@ pub enum ServeError {
     Start(String),
 }
 
+/// Serves each request of `requests` on a task of its own until `stop` turns true, then answers
+/// those already accepted before returning.
+async fn serve_each<R, F, Served>(
+    mut requests: impl futures::Stream<Item = R> + Unpin,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    serve: F,
+) where
+    F: Fn(R) -> Served,
+    Served: Future<Output = ()> + Send + 'static,
+{
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            request = requests.next() => {
+                let Some(request) = request else { break };
+                inflight.spawn(serve(request));
+            }
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+        }
+    }
+    while inflight.join_next().await.is_some() {}
+}
+
 /// Sends a service request's reply.
 async fn respond(name: &str, request: async_nats::service::Request, bytes: Bytes) {
     if let Err(err) = request.respond(Ok(bytes)).await {
@@ -181,53 +205,28 @@ pub async fn run(
         endpoint::AUDIT_VERIFY,
         endpoint::REVEAL,
     ] {
-        let mut requests = group
+        let requests = group
             .endpoint(name)
             .await
             .map_err(|e| ServeError::Start(e.to_string()))?;
         let validator = Arc::clone(&validator);
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let mut inflight = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => break,
-                    request = requests.next() => {
-                        let Some(request) = request else { break };
-                        let validator = Arc::clone(&validator);
-                        inflight.spawn(async move { validator.route(name, request).await });
-                    }
-                    Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-                }
-            }
-            // Answer what was already accepted before stopping.
-            while inflight.join_next().await.is_some() {}
-        });
+        tasks.spawn(serve_each(requests, stop_rx.clone(), move |request| {
+            let validator = Arc::clone(&validator);
+            async move { validator.route(name, request).await }
+        }));
     }
     // The change requests of the slots this instance owns, forwarded by the other instances.
     for name in [endpoint::CHANGE, endpoint::ROLLBACK] {
         let direct = direct_subject(validator.affinity.own(), name);
-        let mut requests = client
+        let requests = client
             .subscribe(direct)
             .await
             .map_err(|e| ServeError::Start(e.to_string()))?;
         let validator = Arc::clone(&validator);
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let mut inflight = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => break,
-                    message = requests.next() => {
-                        let Some(message) = message else { break };
-                        let validator = Arc::clone(&validator);
-                        inflight.spawn(async move { validator.serve_forwarded(name, message).await });
-                    }
-                    Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-                }
-            }
-            while inflight.join_next().await.is_some() {}
-        });
+        tasks.spawn(serve_each(requests, stop_rx.clone(), move |message| {
+            let validator = Arc::clone(&validator);
+            async move { validator.serve_forwarded(name, message).await }
+        }));
     }
     {
         let validator = Arc::clone(&validator);

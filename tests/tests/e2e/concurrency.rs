@@ -227,6 +227,28 @@ async fn history_of(api: &mycosynth::client::ApiClient, ns: &str) -> (HistoryOut
     (history, versions)
 }
 
+/// `count` concurrent change sets, each setting `k.<round>.<i>` in one of ten namespaces
+/// `<prefix>0` to `<prefix>9`.
+fn send_changes(
+    api: &Arc<mycosynth::client::ApiClient>,
+    prefix: &str,
+    round: u32,
+    count: u32,
+) -> tokio::task::JoinSet<Result<ChangeOutcome, mycosynth_subscriber::wire::ApiError>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let api = Arc::clone(api);
+        let ns = format!("{prefix}{}", i % 10);
+        tasks.spawn(async move {
+            let changes = vec![KeyChange::set(format!("k.{round}.{i}"), json!(i))];
+            let request = ChangeRequest::new(&ns, "prod", changes, "client");
+            api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
+                .await
+        });
+    }
+    tasks
+}
+
 /// Sum of every series of `name` in a Prometheus text page whose labels include `labels`
 /// (0 when there is none: a counter never incremented is not rendered).
 fn metric_sum(page: &str, name: &str, labels: &str) -> f64 {
@@ -268,20 +290,7 @@ async fn two_validators_split_the_namespaces_instead_of_racing() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let api = Arc::new(crate::api(&nats.url()).await);
-    let send = |round: u32, count: u32| {
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..count {
-            let api = Arc::clone(&api);
-            tasks.spawn(async move {
-                let ns = format!("split{}", i % 10);
-                let changes = vec![KeyChange::set(format!("k.{round}.{i}"), json!(i))];
-                let request = ChangeRequest::new(&ns, "prod", changes, "client");
-                api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
-                    .await
-            });
-        }
-        tasks
-    };
+    let send = |round: u32, count: u32| send_changes(&api, "split", round, count);
     let mut tasks = send(0, 200);
     while let Some(result) = tasks.join_next().await {
         let outcome = result.unwrap().expect("accepted");
@@ -344,20 +353,7 @@ async fn a_routing_client_sends_each_change_to_its_owner() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let send = |round: u32, count: u32| {
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..count {
-            let api = Arc::clone(&api);
-            tasks.spawn(async move {
-                let ns = format!("routed{}", i % 10);
-                let changes = vec![KeyChange::set(format!("k.{round}.{i}"), json!(i))];
-                let request = ChangeRequest::new(&ns, "prod", changes, "client");
-                api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
-                    .await
-            });
-        }
-        tasks
-    };
+    let send = |round: u32, count: u32| send_changes(&api, "routed", round, count);
     let mut tasks = send(0, 100);
     while let Some(result) = tasks.join_next().await {
         assert!(result.unwrap().expect("accepted").committed);
