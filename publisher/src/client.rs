@@ -120,7 +120,9 @@ impl ApiClient {
     /// The instance a request to `endpoint` with `body` should go to, if routing knows one.
     fn owner_of(&self, endpoint: &str, body: &[u8]) -> Option<String> {
         let router = self.router.as_ref()?;
-        if endpoint != endpoint::CHANGE && endpoint != endpoint::ROLLBACK {
+        if (endpoint != endpoint::CHANGE && endpoint != endpoint::ROLLBACK)
+            || self.instances_known() == 0
+        {
             return None;
         }
         let envelope = crate::caller::Envelope::read(body);

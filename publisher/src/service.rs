@@ -384,7 +384,8 @@ impl Validator {
     /// A request from the queue group: a change or rollback of a slot another live instance
     /// owns goes to that instance (see `affinity.rs`); everything else is served here.
     async fn route(&self, name: &'static str, request: async_nats::service::Request) {
-        if name == endpoint::CHANGE || name == endpoint::ROLLBACK {
+        // Alone, every slot is this instance's: no need to read the request for its slot.
+        if (name == endpoint::CHANGE || name == endpoint::ROLLBACK) && self.affinity.live() > 1 {
             let envelope = Envelope::read(&request.message.payload);
             let owner = match (&envelope.namespace, &envelope.environment) {
                 (Some(ns), Some(env)) => self.affinity.owner(ns, env),
