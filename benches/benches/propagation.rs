@@ -311,13 +311,8 @@ async fn routing_client(url: &str) -> Arc<ApiClient> {
 /// throughput is measured once they split the namespaces, not while they discover each other.
 async fn found_each_other(validators: &[&Validator]) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let sees_all = |v: &Validator| {
-        mycosynth_testkit::http_get(&v.http_addr(), "/metrics").is_ok_and(|(_, page)| {
-            page.lines()
-                .filter_map(|l| l.strip_prefix("mycosynth_validator_instances "))
-                .any(|n| n.trim().parse::<f64>().ok() == Some(validators.len() as f64))
-        })
-    };
+    let sees_all =
+        |v: &Validator| v.metric("mycosynth_validator_instances", "") >= validators.len() as f64;
     while !validators.iter().all(|v| sees_all(v)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

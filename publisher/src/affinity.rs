@@ -24,6 +24,17 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use mycosynth_subscriber::wire::{validator_ping_subject, SERVICE_NAME};
 
+/// The endpoints whose requests go to the owner of their slot: those that commit to it.
+pub const ROUTED: [&str; 2] = [
+    mycosynth_subscriber::wire::endpoint::CHANGE,
+    mycosynth_subscriber::wire::endpoint::ROLLBACK,
+];
+
+/// Whether requests to `endpoint` go to the owner of their slot ([`ROUTED`]).
+pub fn routed(endpoint: &str) -> bool {
+    ROUTED.contains(&endpoint)
+}
+
 /// How often instances are discovered.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 /// An instance not heard from for this long is not given slots any more.
@@ -76,14 +87,18 @@ impl Affinity {
         best.1.cloned()
     }
 
-    /// Instances live now, this one included.
-    pub fn live(&self) -> usize {
+    /// Other instances heard from lately.
+    pub fn peers(&self) -> usize {
         let now = Instant::now();
-        1 + self
-            .lock()
+        self.lock()
             .values()
             .filter(|seen| now.duration_since(**seen) <= PEER_EXPIRY)
             .count()
+    }
+
+    /// Instances live now, this one included.
+    pub fn live(&self) -> usize {
+        1 + self.peers()
     }
 
     /// `id` answered (now).

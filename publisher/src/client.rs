@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use mycosynth_subscriber::wire::{
-    api_subject, direct_subject, endpoint, ApiError, ErrorKind, Reply, MAX_REQUEST_BYTES,
+    api_subject, direct_subject, ApiError, ErrorKind, Reply, MAX_REQUEST_BYTES,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -31,7 +31,7 @@ struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Router({} instances)", self.instances.live() - 1)
+        write!(f, "Router({} instances)", self.instances.peers())
     }
 }
 
@@ -114,15 +114,13 @@ impl ApiClient {
     pub fn instances_known(&self) -> usize {
         self.router
             .as_ref()
-            .map_or(0, |router| router.instances.live() - 1)
+            .map_or(0, |router| router.instances.peers())
     }
 
     /// The instance a request to `endpoint` with `body` should go to, if routing knows one.
     fn owner_of(&self, endpoint: &str, body: &[u8]) -> Option<String> {
         let router = self.router.as_ref()?;
-        if (endpoint != endpoint::CHANGE && endpoint != endpoint::ROLLBACK)
-            || self.instances_known() == 0
-        {
+        if !crate::affinity::routed(endpoint) || self.instances_known() == 0 {
             return None;
         }
         let envelope = crate::caller::Envelope::read(body);

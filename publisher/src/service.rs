@@ -216,7 +216,7 @@ pub async fn run(
         }));
     }
     // The change requests of the slots this instance owns, forwarded by the other instances.
-    for name in [endpoint::CHANGE, endpoint::ROLLBACK] {
+    for name in crate::affinity::ROUTED {
         let direct = direct_subject(validator.affinity.own(), name);
         let requests = client
             .subscribe(direct)
@@ -385,7 +385,7 @@ impl Validator {
     /// owns goes to that instance (see `affinity.rs`); everything else is served here.
     async fn route(&self, name: &'static str, request: async_nats::service::Request) {
         // Alone, every slot is this instance's: no need to read the request for its slot.
-        if (name == endpoint::CHANGE || name == endpoint::ROLLBACK) && self.affinity.live() > 1 {
+        if crate::affinity::routed(name) && self.affinity.peers() > 0 {
             let envelope = Envelope::read(&request.message.payload);
             let owner = match (&envelope.namespace, &envelope.environment) {
                 (Some(ns), Some(env)) => self.affinity.owner(ns, env),

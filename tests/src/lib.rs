@@ -385,6 +385,14 @@ impl Validator {
         format!("127.0.0.1:{}", self.http_port)
     }
 
+    /// The sum of the series of metric `name` whose labels include `labels` (for example
+    /// `outcome="answered"`; empty: all of them), read from `/metrics` now; 0 when there is none
+    /// (a counter never incremented is not rendered) or the page cannot be read.
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        http_get(&self.http_addr(), "/metrics")
+            .map_or(0.0, |(_, page)| metric_sum(&page, name, labels))
+    }
+
     /// The PID.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -541,6 +549,23 @@ impl Drop for Proxy {
         self.stop.store(true, Ordering::SeqCst);
         self.cut();
     }
+}
+
+/// The sum of the series of metric `name` in a Prometheus text page whose labels include
+/// `labels` (empty: all of them).
+pub fn metric_sum(page: &str, name: &str, labels: &str) -> f64 {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            *series == name
+                || (series
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{'))
+                    && series.contains(labels))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
 }
 
 /// A plain HTTP/1.0 GET on loopback; returns (status, body).

@@ -249,25 +249,6 @@ fn send_changes(
     tasks
 }
 
-/// Sum of every series of `name` in a Prometheus text page whose labels include `labels`
-/// (0 when there is none: a counter never incremented is not rendered).
-fn metric_sum(page: &str, name: &str, labels: &str) -> f64 {
-    page.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .filter(|(series, _)| {
-            series == &name || (series.starts_with(&format!("{name}{{")) && series.contains(labels))
-        })
-        .filter_map(|(_, value)| value.parse::<f64>().ok())
-        .sum()
-}
-
-fn metrics_of(validator: &Validator) -> String {
-    mycosynth_testkit::http_get(&validator.http_addr(), "/metrics")
-        .expect("metrics")
-        .1
-}
-
 /// Two validator instances find each other and split the namespaces between them: a change
 /// request that lands on the instance that does not own its namespace is forwarded to the one
 /// that does, so 200 concurrent change sets over 10 namespaces commit without a single lost
@@ -281,7 +262,7 @@ async fn two_validators_split_the_namespaces_instead_of_racing() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while [&a, &b]
         .iter()
-        .any(|v| metric_sum(&metrics_of(v), "mycosynth_validator_instances", "") < 2.0)
+        .any(|v| v.metric("mycosynth_validator_instances", "") < 2.0)
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -296,28 +277,22 @@ async fn two_validators_split_the_namespaces_instead_of_racing() {
         let outcome = result.unwrap().expect("accepted");
         assert!(outcome.committed);
     }
-    let (page_a, page_b) = (metrics_of(&a), metrics_of(&b));
-    let conflicts = metric_sum(&page_a, "mycosynth_validator_commit_conflicts_total", "")
-        + metric_sum(&page_b, "mycosynth_validator_commit_conflicts_total", "");
+    let both = |name: &str, labels: &str| a.metric(name, labels) + b.metric(name, labels);
+    let conflicts = both("mycosynth_validator_commit_conflicts_total", "");
     assert_eq!(conflicts, 0.0, "the instances raced each other");
-    let forwarded = metric_sum(
-        &page_a,
-        "mycosynth_validator_forwarded_total",
-        "outcome=\"answered\"",
-    ) + metric_sum(
-        &page_b,
+    let forwarded = both(
         "mycosynth_validator_forwarded_total",
         "outcome=\"answered\"",
     );
     assert!(forwarded > 0.0, "no request was forwarded");
-    let commits = |page: &str| metric_sum(page, "mycosynth_validator_commits_total", "");
+    let commits = |v: &Validator| v.metric("mycosynth_validator_commits_total", "");
     assert!(
-        commits(&page_a) > 0.0 && commits(&page_b) > 0.0,
+        commits(&a) > 0.0 && commits(&b) > 0.0,
         "one instance wrote everything: {} and {}",
-        commits(&page_a),
-        commits(&page_b)
+        commits(&a),
+        commits(&b)
     );
-    assert_eq!(commits(&page_a) + commits(&page_b), 200.0);
+    assert_eq!(commits(&a) + commits(&b), 200.0);
 
     // The owner of some of the namespaces goes away: the other instance serves them right away.
     a.kill();
@@ -358,8 +333,7 @@ async fn a_routing_client_sends_each_change_to_its_owner() {
     while let Some(result) = tasks.join_next().await {
         assert!(result.unwrap().expect("accepted").committed);
     }
-    let (page_a, page_b) = (metrics_of(&a), metrics_of(&b));
-    let sum = |name: &str| metric_sum(&page_a, name, "") + metric_sum(&page_b, name, "");
+    let sum = |name: &str| a.metric(name, "") + b.metric(name, "");
     assert_eq!(sum("mycosynth_validator_forwarded_total"), 0.0, "forwarded");
     assert_eq!(
         sum("mycosynth_validator_commit_conflicts_total"),

@@ -852,23 +852,15 @@ async fn signed_requests_are_forwarded_between_secure_validators() {
     let stack = secure_stack().await;
     let url = stack.nats.url();
     let second = Validator::start_secure(&url, &[]);
-    let instances = |v: &Validator| {
-        let page = mycosynth_testkit::http_get(&v.http_addr(), "/metrics")
-            .expect("metrics")
-            .1;
-        let value = |name: &str| -> f64 {
-            page.lines()
-                .filter(|l| l.starts_with(name))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum()
-        };
-        (
-            value("mycosynth_validator_instances"),
-            value("mycosynth_validator_forwarded_total{outcome=\"answered\"}"),
-        )
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while instances(&stack._validator).0 < 2.0 || instances(&second).0 < 2.0 {
+    let validators = [&stack._validator, &second];
+    let sum = |name: &str, labels: &str| -> f64 {
+        validators.iter().map(|v| v.metric(name, labels)).sum()
+    };
+    while validators
+        .iter()
+        .any(|v| v.metric("mycosynth_validator_instances", "") < 2.0)
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the instances did not find each other"
@@ -880,7 +872,10 @@ async fn signed_requests_are_forwarded_between_secure_validators() {
         let out = run_as(&url, Some("alice"), &["set", NS_A, ENV, "db.pool", &value]).await;
         assert!(out.status.success(), "set {n}: {}", stderr(&out));
     }
-    let forwarded = instances(&stack._validator).1 + instances(&second).1;
+    let forwarded = sum(
+        "mycosynth_validator_forwarded_total",
+        "outcome=\"answered\"",
+    );
     assert!(
         forwarded >= 1.0,
         "no request went through the other instance"
