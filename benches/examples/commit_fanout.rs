@@ -17,22 +17,9 @@ use async_nats::jetstream::{self, kv, stream::Republish};
 use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth_benches::paths::KvFloor;
+use mycosynth_benches::{env_or, p50_us as p50};
 
 const WARMUP: u64 = 100;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
-
-fn p50(mut samples: Vec<Duration>) -> u128 {
-    samples.sort_unstable();
-    samples
-        .get(samples.len() / 2)
-        .map_or(0, Duration::as_micros)
-}
 
 /// `n` connections, each subscribed to `subject` (the connections are kept alive alongside).
 async fn subscriptions(

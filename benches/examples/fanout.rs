@@ -20,24 +20,11 @@ use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
 use mycosynth_benches::paths::{sample_change, seed_keys, time_change, KvFloor, Propagation};
+use mycosynth_benches::{env_or, p50_us as p50};
 use mycosynth_subscriber::wire::ChangeEvent;
 use tokio::sync::watch;
 
 const WARMUP: u64 = 100;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
-
-fn p50(mut samples: Vec<Duration>) -> u128 {
-    samples.sort_unstable();
-    samples
-        .get(samples.len() / 2)
-        .map_or(0, Duration::as_micros)
-}
 
 /// From sending change `i` to `ns` until every watch holds a version past the one before it.
 async fn to_last_version(

@@ -110,3 +110,19 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, Duration::from_secs(60).as_nanos() as u64, 3)
         .expect("histogram bounds")
 }
+
+/// The number in environment variable `name`, else `default` (the examples' knobs).
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The median of `samples` in whole microseconds (0 for none): the examples' one figure.
+pub fn p50_us(mut samples: Vec<std::time::Duration>) -> u128 {
+    samples.sort_unstable();
+    samples
+        .get(samples.len() / 2)
+        .map_or(0, std::time::Duration::as_micros)
+}
