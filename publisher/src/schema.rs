@@ -3,15 +3,78 @@
 //! A namespace's config document is one JSON object whose property names are the config keys
 //! (`{"database.pool_size": 20, ...}`), so a schema's `properties`, `required`, `default`,
 //! `additionalProperties` and the usual constraints apply key by key.
+//!
+//! Most schemas say nothing but that: each key's rules depend on its name and value alone, plus
+//! which keys are required. For those, a change set applied to a document that already conformed
+//! is checked on the keys it sets and on the required keys being present ([`Schema::change_violations`]),
+//! not by validating the whole namespace again: a one-key change to 10,000 keys costs what one
+//! key costs. A schema with any other rule at its top (`allOf`, `if`, `dependentRequired`,
+//! `minProperties`, ...) is checked on the whole document every time.
+
+use std::collections::BTreeMap;
 
 use jsonschema::error::ValidationErrorKind;
-use mycosynth_subscriber::wire::Violation;
+use mycosynth_subscriber::wire::{KeyChange, Violation};
 use serde_json::Value;
 
 /// A compiled namespace schema.
 pub struct Schema {
     raw: Value,
     validator: jsonschema::Validator,
+    per_key: Option<PerKey>,
+}
+
+/// A schema whose rules all apply key by key: the same schema without `required` (it checks
+/// only the keys present in what it is given), and the required keys.
+struct PerKey {
+    validator: jsonschema::Validator,
+    required: Vec<String>,
+}
+
+/// The top-level keywords whose rules apply to each key on its own (or say nothing), so that
+/// a schema made of them alone can be checked key by key.
+const PER_KEY_KEYWORDS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$comment",
+    "$defs",
+    "definitions",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "type",
+    "properties",
+    "patternProperties",
+    "additionalProperties",
+    "propertyNames",
+    "required",
+];
+
+/// The key-by-key form of `raw`, when all its top-level rules apply key by key.
+fn per_key(raw: &Value) -> Option<PerKey> {
+    let root = raw.as_object()?;
+    if !root.keys().all(|k| PER_KEY_KEYWORDS.contains(&k.as_str())) {
+        return None;
+    }
+    if root.get("type").is_some_and(|t| t != "object") {
+        return None;
+    }
+    let required = match root.get("required") {
+        None => Vec::new(),
+        Some(Value::Array(keys)) => keys
+            .iter()
+            .map(|k| k.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?,
+        Some(_) => return None,
+    };
+    let mut without_required = root.clone();
+    without_required.remove("required");
+    let validator = jsonschema::validator_for(&Value::Object(without_required)).ok()?;
+    Some(PerKey {
+        validator,
+        required,
+    })
 }
 
 impl std::fmt::Debug for Schema {
@@ -32,7 +95,14 @@ impl Schema {
             });
         }
         match jsonschema::validator_for(&raw) {
-            Ok(validator) => Ok(Schema { raw, validator }),
+            Ok(validator) => {
+                let per_key = per_key(&raw);
+                Ok(Schema {
+                    raw,
+                    validator,
+                    per_key,
+                })
+            }
             Err(err) => Err(Violation {
                 key: "schema".into(),
                 rule: "schema".into(),
@@ -48,43 +118,79 @@ impl Schema {
 
     /// Every rule the config document breaks, one violation per key and rule.
     pub fn violations(&self, document: &Value) -> Vec<Violation> {
-        let mut out: Vec<Violation> = self
-            .validator
-            .iter_errors(document)
-            .map(|err| {
-                let rule = err
-                    .schema_path()
-                    .as_str()
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("schema")
-                    .to_owned();
-                let key = match err.kind() {
-                    ValidationErrorKind::Required { property } => property
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| property.to_string()),
-                    ValidationErrorKind::AdditionalProperties { unexpected } => {
-                        unexpected.join(", ")
-                    }
-                    _ => top_level_key(err.instance_path().as_str()),
-                };
-                let message = match err.kind() {
-                    ValidationErrorKind::AdditionalProperties { .. } => {
-                        format!("key {key:?} is not defined by the namespace schema")
-                    }
-                    ValidationErrorKind::Required { .. } => {
-                        format!("key {key:?} is required by the schema")
-                    }
-                    _ => format!("key {key:?}: {err}"),
-                };
-                Violation { key, rule, message }
-            })
+        verdicts(&self.validator, document)
+    }
+
+    /// Whether this schema's rules all apply key by key ([`Schema::change_violations`] answers).
+    pub fn checks_per_key(&self) -> bool {
+        self.per_key.is_some()
+    }
+
+    /// The rules broken by `document`, which is a document that conformed to this schema with
+    /// `changes` (the keys whose values changed) applied: the same verdicts as
+    /// [`Schema::violations`] of the whole document, at the cost of the changed keys. `None`
+    /// when this schema cannot be checked key by key.
+    pub fn change_violations(
+        &self,
+        document: &BTreeMap<String, Value>,
+        changes: &[KeyChange],
+    ) -> Option<Vec<Violation>> {
+        let per_key = self.per_key.as_ref()?;
+        let set: serde_json::Map<String, Value> = changes
+            .iter()
+            .filter_map(|c| c.value.as_ref().map(|v| (c.key.clone(), v.clone())))
             .collect();
+        let mut out = verdicts(&per_key.validator, &Value::Object(set));
+        for key in &per_key.required {
+            if !document.contains_key(key) {
+                out.push(Violation {
+                    key: key.clone(),
+                    rule: "required".into(),
+                    message: format!("key {key:?} is required by the schema"),
+                });
+            }
+        }
         out.sort_by(|a, b| (&a.key, &a.rule).cmp(&(&b.key, &b.rule)));
         out.dedup();
-        out
+        Some(out)
     }
+}
+
+/// Every rule `document` breaks under `validator`, one violation per key and rule, sorted.
+fn verdicts(validator: &jsonschema::Validator, document: &Value) -> Vec<Violation> {
+    let mut out: Vec<Violation> = validator
+        .iter_errors(document)
+        .map(|err| {
+            let rule = err
+                .schema_path()
+                .as_str()
+                .rsplit('/')
+                .next()
+                .unwrap_or("schema")
+                .to_owned();
+            let key = match err.kind() {
+                ValidationErrorKind::Required { property } => property
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| property.to_string()),
+                ValidationErrorKind::AdditionalProperties { unexpected } => unexpected.join(", "),
+                _ => top_level_key(err.instance_path().as_str()),
+            };
+            let message = match err.kind() {
+                ValidationErrorKind::AdditionalProperties { .. } => {
+                    format!("key {key:?} is not defined by the namespace schema")
+                }
+                ValidationErrorKind::Required { .. } => {
+                    format!("key {key:?} is required by the schema")
+                }
+                _ => format!("key {key:?}: {err}"),
+            };
+            Violation { key, rule, message }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.key, &a.rule).cmp(&(&b.key, &b.rule)));
+    out.dedup();
+    out
 }
 
 /// The config key a JSON pointer into the document points into: its first segment.
@@ -155,6 +261,88 @@ mod tests {
         assert_eq!(
             rules(json!({"database.host": "a", "limits": {"rps": "many"}})),
             [("limits".into(), "type".into())]
+        );
+    }
+
+    fn set(key: &str, value: Value) -> KeyChange {
+        KeyChange::set(key, value)
+    }
+
+    /// `changes` applied to `document`, as the validator's plan applies them.
+    fn applied(document: &Value, changes: &[KeyChange]) -> BTreeMap<String, Value> {
+        let mut out: BTreeMap<String, Value> = document
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for change in changes {
+            match &change.value {
+                Some(value) => out.insert(change.key.clone(), value.clone()),
+                None => out.remove(&change.key),
+            };
+        }
+        out
+    }
+
+    #[test]
+    fn a_change_is_judged_on_its_keys_as_the_whole_document_would_be() {
+        let schema = schema();
+        assert!(schema.checks_per_key());
+        let conforming =
+            json!({"database.host": "db1", "database.pool_size": 5, "limits": {"rps": 1}});
+        assert!(schema.violations(&conforming).is_empty());
+        let cases = [
+            vec![set("database.pool_size", json!(6))],
+            vec![set("database.pool_size", json!(0))],
+            vec![set("database.pool_size", json!("x")), set("typo", json!(1))],
+            vec![KeyChange::delete("database.host")],
+            vec![KeyChange::delete("database.pool_size")],
+            vec![
+                set("database.host", json!("DB!")),
+                KeyChange::delete("limits"),
+            ],
+            vec![set("limits", json!({"rps": "many"}))],
+        ];
+        for changes in cases {
+            let after = applied(&conforming, &changes);
+            let whole = schema.violations(&serde_json::to_value(&after).unwrap());
+            let by_key = schema.change_violations(&after, &changes).unwrap();
+            assert_eq!(by_key, whole, "{changes:?}");
+        }
+    }
+
+    #[test]
+    fn schemas_with_rules_across_keys_are_not_judged_key_by_key() {
+        for rule in [
+            json!({"minProperties": 2}),
+            json!({"dependentRequired": {"a": ["b"]}}),
+            json!({"if": {"required": ["a"]}, "then": {"required": ["b"]}}),
+            json!({"allOf": [{"required": ["a"]}]}),
+            json!({"type": "array"}),
+        ] {
+            let schema = Schema::compile(rule.clone()).unwrap();
+            assert!(!schema.checks_per_key(), "{rule}");
+            let document = BTreeMap::from([("a".to_owned(), json!(1))]);
+            assert!(schema
+                .change_violations(&document, &[set("a", json!(1))])
+                .is_none());
+        }
+        let refs = json!({
+            "$defs": {"port": {"type": "integer", "maximum": 65535}},
+            "properties": {"http.port": {"$ref": "#/$defs/port"}},
+            "additionalProperties": false
+        });
+        let schema = Schema::compile(refs).unwrap();
+        assert!(schema.checks_per_key());
+        let after = BTreeMap::from([("http.port".to_owned(), json!(70000))]);
+        let found = schema
+            .change_violations(&after, &[set("http.port", json!(70000))])
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].key.as_str(), found[0].rule.as_str()),
+            ("http.port", "maximum")
         );
     }
 

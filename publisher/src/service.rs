@@ -810,6 +810,8 @@ impl Validator {
                         });
                     }
                 }
+                // The schema the document is known to conform to, if it is kept from the last commit.
+                let conformed = state.document_conforms_to.take().filter(|_| state.document.is_some());
                 let current = match state.document.take() {
                     Some(document) => document,
                     None => {
@@ -824,9 +826,15 @@ impl Validator {
                     Intent::Restore(target) => (validate::difference(&current, target).0, false),
                 };
                 // A child environment is validated together with what it inherits.
-                let own_schema = schema.as_deref().filter(|_| inherited.is_empty());
+                let own_schema = schema.as_ref().filter(|_| inherited.is_empty());
+                let current_conforms = match (own_schema, &conformed) {
+                    (Some(own), Some(conformed)) => std::ptr::eq(conformed.as_ptr(), Arc::as_ptr(own)),
+                    _ => false,
+                };
+                let conforms_to = own_schema.map(Arc::downgrade);
+                let own_schema = own_schema.map(Arc::as_ref);
                 let planned =
-                    validate::plan(current, &changes, replace, own_schema, self.require_schema)
+                    validate::plan_on(current, &changes, replace, own_schema, self.require_schema, current_conforms)
                         .and_then(
                             |plan| match schema.as_deref().filter(|_| !inherited.is_empty()) {
                                 Some(schema) => {
@@ -871,8 +879,9 @@ impl Validator {
                 if dry_run || plan.is_empty() {
                     let version = state.version;
                     if plan.is_empty() && document_reusable {
-                        // Nothing changed: the document is still the state's.
+                        // Nothing changed: the document is still the state's, and was checked.
                         state.document = Some(plan.document);
+                        state.document_conforms_to = conforms_to;
                     }
                     *cached = Some(state);
                     return Ok(ChangeOutcome {
@@ -937,6 +946,7 @@ impl Validator {
                 next.version = version;
                 next.pending = true;
                 next.document = document_reusable.then_some(plan.document);
+                next.document_conforms_to = conforms_to;
                 next.last_request = attribution
                     .request_id
                     .clone()

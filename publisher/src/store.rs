@@ -78,6 +78,10 @@ pub struct State {
     /// what it touches rather than a copy of the namespace. `None` when not known (it is then
     /// built from `values`); whatever changes `values` other than the commit path clears it.
     pub document: Option<BTreeMap<String, serde_json::Value>>,
+    /// The schema `document` was checked against and conforms to (only its identity matters,
+    /// so it is held weakly): the next change set is then checked on the keys it changes
+    /// ([`crate::validate::plan_on`]). Meaningful only while `document` is `Some`.
+    pub document_conforms_to: Option<std::sync::Weak<crate::schema::Schema>>,
 }
 
 impl State {
@@ -86,6 +90,7 @@ impl State {
     /// whether the values read were missing part of the head's change set.
     pub fn follow(&mut self, head: &HeadRecord, revision: u64) -> bool {
         self.document = None;
+        self.document_conforms_to = None;
         self.version = head.version;
         self.head_revision = revision;
         self.pending = false;

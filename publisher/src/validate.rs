@@ -59,13 +59,27 @@ pub fn names(
 ///
 /// `replace`: keys of `current` absent from `changes` are deleted. `schema`: the namespace's
 /// schema, if any; `require_schema` refuses a namespace without one. Every violation is
-/// reported, not just the first.
+/// reported, not just the first. The whole document is checked against the schema.
 pub fn plan(
     current: BTreeMap<String, Value>,
     changes: &[KeyChange],
     replace: bool,
     schema: Option<&Schema>,
     require_schema: bool,
+) -> Result<Plan, Vec<Violation>> {
+    plan_on(current, changes, replace, schema, require_schema, false)
+}
+
+/// [`plan`], told whether `current` is known to conform to `schema`: then a schema whose rules
+/// apply key by key checks only the keys the change set changes, and the required keys
+/// ([`Schema::change_violations`]), with the same verdicts as checking the whole document.
+pub fn plan_on(
+    current: BTreeMap<String, Value>,
+    changes: &[KeyChange],
+    replace: bool,
+    schema: Option<&Schema>,
+    require_schema: bool,
+    current_conforms: bool,
 ) -> Result<Plan, Vec<Violation>> {
     let mut violations = Vec::new();
     if changes.len() > MAX_CHANGES_PER_SET {
@@ -135,13 +149,20 @@ pub fn plan(
         apply_in_place(current, changes)
     };
     if let Some(schema) = schema {
-        let as_json = Value::Object(
-            document
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        );
-        let found = schema.violations(&as_json);
+        let by_key = (current_conforms && !replace)
+            .then(|| schema.change_violations(&document, &changes))
+            .flatten();
+        let scope = if by_key.is_some() { "keys" } else { "document" };
+        metrics::counter!("mycosynth_validator_schema_checks_total", "scope" => scope).increment(1);
+        let found = match by_key {
+            Some(found) => found,
+            None => schema.violations(&Value::Object(
+                document
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )),
+        };
         if !found.is_empty() {
             return Err(found);
         }

@@ -417,3 +417,109 @@ async fn each_change_set_is_diffed_against_the_stored_state() {
     .unwrap();
     assert_eq!((unchanged.version, unchanged.committed), (6, false));
 }
+
+/// Refused, the change set `changes` to svc/prod: its first violation's key and rule.
+async fn first_violation(
+    api: &mycosynth::client::ApiClient,
+    changes: Vec<mycosynth_subscriber::wire::KeyChange>,
+) -> (String, String) {
+    use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, ErrorKind};
+    let request = ChangeRequest::new("svc", "prod", changes, "t");
+    let err = api
+        .call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind, ErrorKind::Validation, "{err:?}");
+    let first = &err.violations[0];
+    (first.key.clone(), first.rule.clone())
+}
+
+/// Under a schema whose rules apply key by key, a change set is checked on the keys it changes
+/// and on the required keys (not by validating the whole namespace again), with the verdicts a
+/// whole-document check gives; once a forced push leaves the stored config outside the schema,
+/// the whole document is checked again, so a change elsewhere is refused as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_set_is_checked_on_its_keys_under_a_per_key_schema() {
+    use mycosynth_subscriber::wire::{endpoint, KeyChange, SchemaPushRequest};
+    use serde_json::{json, Value};
+    let nats = NatsServer::start();
+    let validator = Validator::start(&nats.url(), &[]);
+    let api = crate::api(&nats.url()).await;
+    let schema = |max: u64| {
+        json!({
+            "type": "object",
+            "properties": {
+                "db.host": {"type": "string"},
+                "db.pool": {"type": "integer", "maximum": max}
+            },
+            "patternProperties": {"^flag\\.": {"type": "boolean"}},
+            "required": ["db.host"],
+            "additionalProperties": false
+        })
+    };
+    let push = |schema: Value, force: bool| SchemaPushRequest {
+        namespace: "svc".into(),
+        schema,
+        force,
+        author: "t".into(),
+    };
+    let _: Value = api
+        .call(endpoint::SCHEMA_PUSH, &push(schema(100), false))
+        .await
+        .expect("schema pushed");
+    let keys_checked =
+        || validator.metric("mycosynth_validator_schema_checks_total", "scope=\"keys\"");
+    crate::set_keys(
+        &api,
+        "svc",
+        "prod",
+        &[("db.host", json!("a")), ("db.pool", json!(50))],
+    )
+    .await;
+    for i in 0..10 {
+        crate::set_keys(&api, "svc", "prod", &[(&format!("flag.f{i}"), json!(true))]).await;
+    }
+    assert!(
+        keys_checked() >= 10.0,
+        "checked key by key: {}",
+        keys_checked()
+    );
+
+    for (changes, expected) in [
+        (
+            vec![KeyChange::set("db.pool", json!(500))],
+            ("db.pool", "maximum"),
+        ),
+        (
+            vec![KeyChange::set("flag.x", json!("yes"))],
+            ("flag.x", "type"),
+        ),
+        (
+            vec![KeyChange::set("typo", json!(1))],
+            ("typo", "additionalProperties"),
+        ),
+        (vec![KeyChange::delete("db.host")], ("db.host", "required")),
+    ] {
+        let found = first_violation(&api, changes).await;
+        assert_eq!((found.0.as_str(), found.1.as_str()), expected);
+    }
+    let at = crate::set_keys(&api, "svc", "prod", &[("flag.f0", json!(false))]).await;
+    assert_eq!(at.version, 12, "the refusals changed nothing");
+
+    // Forced: the stored db.pool (50) breaks the new maximum of 10.
+    let _: Value = api
+        .call(endpoint::SCHEMA_PUSH, &push(schema(10), true))
+        .await
+        .expect("forced push");
+    let found = first_violation(&api, vec![KeyChange::set("flag.f1", json!(false))]).await;
+    assert_eq!(
+        (found.0.as_str(), found.1.as_str()),
+        ("db.pool", "maximum"),
+        "a change elsewhere is judged on the whole document again"
+    );
+    crate::set_keys(&api, "svc", "prod", &[("db.pool", json!(5))]).await;
+    let before = keys_checked();
+    let last = crate::set_keys(&api, "svc", "prod", &[("flag.f1", json!(false))]).await;
+    assert!(last.committed);
+    assert!(keys_checked() > before, "back to checking key by key");
+}
