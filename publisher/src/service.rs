@@ -810,8 +810,11 @@ impl Validator {
                         });
                     }
                 }
-                // The schema the document is known to conform to, if it is kept from the last commit.
-                let conformed = state.document_conforms_to.take().filter(|_| state.document.is_some());
+                // The schema the kept document is known to conform to (none for a rebuilt one).
+                let conformed = state
+                    .document_conforms_to
+                    .take()
+                    .filter(|_| state.document.is_some());
                 let current = match state.document.take() {
                     Some(document) => document,
                     None => {
@@ -827,14 +830,15 @@ impl Validator {
                 };
                 // A child environment is validated together with what it inherits.
                 let own_schema = schema.as_ref().filter(|_| inherited.is_empty());
-                let current_conforms = match (own_schema, &conformed) {
-                    (Some(own), Some(conformed)) => std::ptr::eq(conformed.as_ptr(), Arc::as_ptr(own)),
+                let conforms = match (own_schema, &conformed) {
+                    (Some(own), Some(to)) => std::ptr::eq(to.as_ptr(), Arc::as_ptr(own)),
                     _ => false,
                 };
                 let conforms_to = own_schema.map(Arc::downgrade);
                 let own_schema = own_schema.map(Arc::as_ref);
+                let require = self.require_schema;
                 let planned =
-                    validate::plan_on(current, &changes, replace, own_schema, self.require_schema, current_conforms)
+                    validate::plan_on(current, &changes, replace, own_schema, require, conforms)
                         .and_then(
                             |plan| match schema.as_deref().filter(|_| !inherited.is_empty()) {
                                 Some(schema) => {
