@@ -96,6 +96,14 @@ impl Affinity {
             .count()
     }
 
+    /// Whether `id` answered discovery within [`PEER_EXPIRY`].
+    pub fn is_live(&self, id: &str) -> bool {
+        let now = Instant::now();
+        self.lock()
+            .get(id)
+            .is_some_and(|seen| now.duration_since(*seen) <= PEER_EXPIRY)
+    }
+
     /// Instances live now, this one included.
     pub fn live(&self) -> usize {
         1 + self.peers()
@@ -163,38 +171,57 @@ pub enum Forwarded {
     Answered(bytes::Bytes),
     /// Nobody listens on the owner's subject (it stopped): serve the request here.
     OwnerGone,
-    /// No answer in time (or the server refused the forward): the request is served here after
-    /// all. Whether the owner applied it meanwhile does not matter: a change set sets keys to
-    /// values, so applying it twice commits nothing the second time (a request id or an
-    /// `expected_version` makes the second attempt a replay or a conflict).
+    /// The owner stopped answering discovery while the request was with it ([`PEER_EXPIRY`]),
+    /// or [`FORWARD_LIMIT`] passed, or the server refused the forward: the request is served
+    /// here after all. Should the owner come back and apply it late, a request id makes the
+    /// second attempt a replay, an `expected_version` a conflict.
     Unanswered,
 }
 
-/// How long a forwarded request may take before it is served where it landed: well under a
-/// client's own timeout (the CLI's is 5 s), so the client still gets its answer.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a forwarded request is waited for, however live its owner: past any client's
+/// own timeout (the CLI's is 5 s, the API client's a caller's choice).
+pub const FORWARD_LIMIT: Duration = Duration::from_secs(30);
+/// How often a forwarder looks whether the owner it waits for is still live.
+const OWNER_CHECK: Duration = Duration::from_millis(250);
 
 /// Sends `message` (a request received on the queue group's `endpoint` subject) on to `owner`,
-/// headers (its signature) and body unchanged, and waits for its reply.
+/// headers (its signature) and body unchanged, and waits for its reply as long as `owner` stays
+/// live in `affinity`. A slow owner is waited for rather than passed over: serving the request
+/// here as well would commit it twice (once here, once when the owner gets to it, possibly
+/// after later change sets of the same keys) and make the two instances race for the slot
+/// just when the owner is already behind.
 pub async fn forward(
     client: &async_nats::Client,
+    affinity: &Affinity,
     owner: &str,
     endpoint: &str,
     message: &async_nats::Message,
 ) -> Forwarded {
     let subject = mycosynth_subscriber::wire::direct_subject(owner, endpoint);
-    let headers = message.headers.clone().unwrap_or_default();
-    let sent = client.request_with_headers(subject, headers, message.payload.clone());
-    let outcome = match tokio::time::timeout(FORWARD_TIMEOUT, sent).await {
-        Ok(Ok(reply)) => Forwarded::Answered(reply.payload),
-        Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
-            Forwarded::OwnerGone
+    let request = async_nats::Request::new()
+        .headers(message.headers.clone().unwrap_or_default())
+        .payload(message.payload.clone())
+        .timeout(Some(FORWARD_LIMIT));
+    let sent = client.send_request(subject, request);
+    tokio::pin!(sent);
+    let mut check = tokio::time::interval(OWNER_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let outcome = loop {
+        tokio::select! {
+            reply = &mut sent => break match reply {
+                Ok(reply) => Forwarded::Answered(reply.payload),
+                Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    Forwarded::OwnerGone
+                }
+                Err(err) => {
+                    tracing::warn!(owner, endpoint, error = %err, "forwarding a request failed");
+                    Forwarded::Unanswered
+                }
+            },
+            _ = check.tick() => if !affinity.is_live(owner) {
+                break Forwarded::Unanswered;
+            },
         }
-        Ok(Err(err)) => {
-            tracing::warn!(owner, endpoint, error = %err, "forwarding a request failed");
-            Forwarded::Unanswered
-        }
-        Err(_) => Forwarded::Unanswered,
     };
     let label = match outcome {
         Forwarded::Answered(_) => "answered",

@@ -392,7 +392,14 @@ impl Validator {
                 _ => None,
             };
             if let Some(owner) = owner {
-                match crate::affinity::forward(&self.client, &owner, name, &request.message).await {
+                let forwarded = crate::affinity::forward(
+                    &self.client,
+                    &self.affinity,
+                    &owner,
+                    name,
+                    &request.message,
+                );
+                match forwarded.await {
                     Forwarded::Answered(bytes) => return respond(name, request, bytes).await,
                     Forwarded::OwnerGone => {
                         tracing::info!(
@@ -406,7 +413,7 @@ impl Validator {
                         tracing::warn!(
                             owner,
                             endpoint = name,
-                            "the owning instance did not answer; serving here"
+                            "the owning instance stopped answering; serving here"
                         );
                         self.affinity.forget(&owner);
                     }

@@ -82,7 +82,7 @@ async fn two_validators_never_lose_or_interleave_change_sets() {
         });
     }
     let mut accepted = Vec::new();
-    let mut refused = 0;
+    let mut refusals = std::collections::BTreeMap::<String, usize>::new();
     while let Some(result) = tasks.join_next().await {
         match result.unwrap() {
             Ok(outcome) => {
@@ -95,15 +95,19 @@ async fn two_validators_never_lose_or_interleave_change_sets() {
                     ErrorKind::Unavailable,
                     "only overload may refuse: {err:?}"
                 );
-                refused += 1;
+                *refusals.entry(err.message).or_default() += 1;
             }
         }
     }
+    let refused: usize = refusals.values().sum();
     println!(
-        "{} accepted, {refused} refused as overloaded",
+        "{} accepted, {refused} refused as overloaded: {refusals:?}",
         accepted.len()
     );
-    assert!(accepted.len() >= 190, "too many refusals: {refused}");
+    assert!(
+        accepted.len() >= 190,
+        "too many refusals: {refused} ({refusals:?})"
+    );
 
     let (history, versions) = history_of(&api, "checkout").await;
     assert_eq!(
@@ -259,17 +263,7 @@ async fn two_validators_split_the_namespaces_instead_of_racing() {
     let nats = NatsServer::start();
     let mut a = Validator::start(&nats.url(), &[]);
     let b = Validator::start(&nats.url(), &[]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while [&a, &b]
-        .iter()
-        .any(|v| v.metric("mycosynth_validator_instances", "") < 2.0)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the instances did not find each other"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    found_each_other(&[&a, &b]).await;
     let api = Arc::new(crate::api(&nats.url()).await);
     let send = |round: u32, count: u32| send_changes(&api, "split", round, count);
     let mut tasks = send(0, 200);
@@ -351,5 +345,68 @@ async fn a_routing_client_sends_each_change_to_its_owner() {
                 .expect("accepted by the remaining instance")
                 .committed
         );
+    }
+}
+
+/// Waits (up to 15 s) until every one of `validators` counts them all as live.
+async fn found_each_other(validators: &[&Validator]) {
+    let all = validators.len() as f64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while validators
+        .iter()
+        .any(|v| v.metric("mycosynth_validator_instances", "") < all)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instances did not find each other"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A change request forwarded to an owner that has stalled (stopped with SIGSTOP for 2.1 s,
+/// less than the 3.5 s an instance stays live without answering discovery) is waited for and
+/// committed once, by the owner. In 40 namespaces, one client sets `x` to 2, then, once that
+/// is answered, to 3: every namespace ends at version 3 with `x` = 3. An instance that served
+/// the forwarded request itself after waiting a while (as it did after 2 s before) committed it
+/// a second time when the owner resumed, after the client's next change: `x` back to 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_forwarded_to_a_stalled_owner_is_committed_once() {
+    let nats = NatsServer::start();
+    let a = Validator::start(&nats.url(), &[]);
+    let b = Validator::start(&nats.url(), &[]);
+    found_each_other(&[&a, &b]).await;
+    let api = Arc::new(crate::api(&nats.url()).await);
+    let namespaces: Vec<String> = (0..40).map(|i| format!("stall{i}")).collect();
+    for ns in &namespaces {
+        crate::set_keys(&api, ns, "prod", &[("x", json!(1))]).await;
+    }
+
+    let stalled = b.pid().expect("pid of b");
+    mycosynth_testkit::signal(stalled, libc::SIGSTOP);
+    let resume = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        mycosynth_testkit::signal(stalled, libc::SIGCONT);
+    });
+    let mut clients = tokio::task::JoinSet::new();
+    for ns in namespaces.clone() {
+        let api = Arc::clone(&api);
+        clients.spawn(async move {
+            crate::set_keys(&api, &ns, "prod", &[("x", json!(2))]).await;
+            crate::set_keys(&api, &ns, "prod", &[("x", json!(3))]).await;
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.expect("both changes accepted");
+    }
+    resume.await.expect("resumed");
+    // Whatever the stalled instance received is served by now; a late second commit shows.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for ns in &namespaces {
+        let (history, versions) = history_of(&api, ns).await;
+        assert_eq!(versions, [1, 2, 3], "{ns}: one version per change set");
+        let last = &history.change_sets[0];
+        assert_eq!(last.version, 3);
+        assert_eq!(last.changes, [KeyChange::set("x", json!(3))], "{ns}");
     }
 }
