@@ -1,7 +1,8 @@
 //! What a namespace's JSON Schema costs a change: p50 of the reply to a one-key change request
 //! (one in flight) in a namespace of `SCHEMA_KEYS` other keys (default 10,000), without a
-//! schema and under a schema whose rules apply key by key, with how many change sets the
-//! validator checked key by key and on the whole document.
+//! schema and under a schema whose rules apply key by key (`SCHEMA_PROPERTIES` keys named one
+//! by one, default 1,000, the rest by pattern), with how many change sets the validator checked
+//! key by key and on the whole document.
 //! `cargo run --release -p mycosynth-benches --example schema_cost` (`MYCOSYNTH_BIN` to use an
 //! already built validator).
 
@@ -25,16 +26,29 @@ async fn main() {
         .await
         .expect("api");
     let keys = usize::try_from(env_or("SCHEMA_KEYS", 10_000)).expect("SCHEMA_KEYS");
-    // The keys `seed_keys` and `sample_change` write, each with its own rule.
+    // The keys `seed_keys` and `sample_change` write, each with its own rule: the first
+    // `SCHEMA_PROPERTIES` named one by one, as a large service's schema names its keys.
+    let named = env_or("SCHEMA_PROPERTIES", 1_000);
+    let entry = json!({
+        "type": "object",
+        "description": "a seeded key",
+        "properties": {"n": {"type": "integer"}, "text": {"type": "string"}}
+    });
+    let mut properties = serde_json::Map::new();
+    properties.insert(
+        "http.timeout_ms".into(),
+        json!({"type": "integer", "minimum": 0}),
+    );
+    for k in 0..named {
+        properties.insert(format!("key.{}.{}", k / 990, k % 990), entry.clone());
+    }
     let schema = json!({
         "type": "object",
-        "properties": {"http.timeout_ms": {"type": "integer", "minimum": 0}},
-        "patternProperties": {"^key\\.": {
-            "type": "object",
-            "properties": {"n": {"type": "integer"}, "text": {"type": "string"}}
-        }},
+        "properties": properties,
+        "patternProperties": {"^key\\.": entry},
         "additionalProperties": false
     });
+    println!("schema of {} bytes", schema.to_string().len());
     for (ns, with_schema) in [("noschema", false), ("withschema", true)] {
         if with_schema {
             let push = SchemaPushRequest {

@@ -367,8 +367,8 @@ struct Validator {
     /// One slot per namespace/environment: serializes this instance's commits to it and caches
     /// its state between requests (another validator's commit shows up as a failed CAS).
     slots: Mutex<HashMap<(Namespace, Environment), Slot>>,
-    /// Compiled schemas by namespace, with the raw schema they were compiled from.
-    schemas: Mutex<HashMap<Namespace, Arc<Schema>>>,
+    /// Compiled schemas by namespace, with the stored record (bytes) each was compiled from.
+    schemas: Mutex<HashMap<Namespace, (Bytes, Arc<Schema>)>>,
     /// Namespaces/environments where another writer won a compare-and-set recently, until when:
     /// their commits are not pipelined.
     contended: Mutex<HashMap<(Namespace, Environment), Instant>>,
@@ -594,25 +594,28 @@ impl Validator {
 
     async fn schema(&self, ns: &Namespace) -> Result<Option<Arc<Schema>>, Failure> {
         // Read on every change so that all validator instances use the schema just pushed;
-        // compile only when it differs from the cached one.
-        let Some(record) = self.store.schema(ns).await.map_err(from_store)? else {
+        // parsed and compiled only when the stored record differs from the cached one's (a
+        // comparison of bytes: parsing a large schema on every change costs more than the
+        // change).
+        let Some(bytes) = self.store.schema_bytes(ns).await.map_err(from_store)? else {
             return Ok(None);
         };
-        if let Some(cached) = self
+        if let Some((known, compiled)) = self
             .schemas
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(ns)
         {
-            if cached.raw() == &record.schema {
-                return Ok(Some(Arc::clone(cached)));
+            if *known == bytes {
+                return Ok(Some(Arc::clone(compiled)));
             }
         }
+        let record = crate::store::parse_schema(ns, &bytes).map_err(from_store)?;
         let compiled = Arc::new(Schema::compile(record.schema).map_err(|v| invalid(vec![v]))?);
         self.schemas
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(ns.clone(), Arc::clone(&compiled));
+            .insert(ns.clone(), (bytes, Arc::clone(&compiled)));
         Ok(Some(compiled))
     }
 
@@ -1218,14 +1221,15 @@ impl Validator {
             author: caller.author(request.author),
             time: new_meta_time().0,
         };
-        self.store
+        let stored = self
+            .store
             .put_schema(&ns, &record)
             .await
             .map_err(from_store)?;
         self.schemas
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(ns.clone(), Arc::new(schema));
+            .insert(ns.clone(), (stored, Arc::new(schema)));
         if let Err(err) = self
             .store
             .client()

@@ -447,18 +447,31 @@ impl Store {
 
     /// The schema of `ns`, if one was pushed.
     pub async fn schema(&self, ns: &Namespace) -> Result<Option<SchemaRecord>, StoreError> {
+        let bytes = self.schema_bytes(ns).await?;
+        bytes.map(|bytes| parse(ns.as_str(), &bytes)).transpose()
+    }
+
+    /// The stored schema record of `ns` as it is stored, unparsed (see [`parse_schema`]): what
+    /// the validator compares with the record its compiled schema came from, on every change.
+    pub async fn schema_bytes(&self, ns: &Namespace) -> Result<Option<Bytes>, StoreError> {
         match self.schema_watch.get(ns.as_str()) {
-            Some(known) => known.map(|bytes| parse(ns.as_str(), &bytes)).transpose(),
-            None => get_record(&self.schemas, ns.as_str(), self.read_timeout).await,
+            Some(known) => Ok(known),
+            None => {
+                let get = self.schemas.get(ns.as_str());
+                tokio::time::timeout(self.read_timeout, get)
+                    .await
+                    .map_err(|_| StoreError::Unavailable(format!("reading {ns} timed out")))?
+                    .map_err(|e| StoreError::Unavailable(format!("reading {ns}: {e}")))
+            }
         }
     }
 
-    /// Stores the schema of `ns`.
+    /// Stores the schema of `ns`; returns the stored bytes.
     pub async fn put_schema(
         &self,
         ns: &Namespace,
         record: &SchemaRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Bytes, StoreError> {
         let payload = to_json(record)?;
         self.js
             .publish(kv_subject(SCHEMA_BUCKET, ns.as_str()), payload.clone())
@@ -466,8 +479,8 @@ impl Store {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        self.schema_watch.record(ns.as_str(), Some(payload));
-        Ok(())
+        self.schema_watch.record(ns.as_str(), Some(payload.clone()));
+        Ok(payload)
     }
 
     /// The parent declaration of `ns`/`env`, if any.
@@ -593,6 +606,11 @@ fn materialisation(
         messages.push(message(value_key(ns, env, key), payload, None));
     }
     Ok(messages)
+}
+
+/// A schema record of `ns` from its stored bytes ([`Store::schema_bytes`]).
+pub fn parse_schema(ns: &Namespace, bytes: &[u8]) -> Result<SchemaRecord, StoreError> {
+    parse(ns.as_str(), bytes)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(key: &str, payload: &[u8]) -> Result<T, StoreError> {
