@@ -456,13 +456,7 @@ impl Store {
     pub async fn schema_bytes(&self, ns: &Namespace) -> Result<Option<Bytes>, StoreError> {
         match self.schema_watch.get(ns.as_str()) {
             Some(known) => Ok(known),
-            None => {
-                let get = self.schemas.get(ns.as_str());
-                tokio::time::timeout(self.read_timeout, get)
-                    .await
-                    .map_err(|_| StoreError::Unavailable(format!("reading {ns} timed out")))?
-                    .map_err(|e| StoreError::Unavailable(format!("reading {ns}: {e}")))
-            }
+            None => get_bytes(&self.schemas, ns.as_str(), self.read_timeout).await,
         }
     }
 
@@ -551,11 +545,20 @@ async fn get_record<T: serde::de::DeserializeOwned>(
     key: &str,
     timeout: Duration,
 ) -> Result<Option<T>, StoreError> {
-    let entry = tokio::time::timeout(timeout, bucket.get(key))
+    let entry = get_bytes(bucket, key, timeout).await?;
+    entry.map(|payload| parse(key, &payload)).transpose()
+}
+
+/// The stored bytes of `key` in `bucket`, if any.
+async fn get_bytes(
+    bucket: &kv::Store,
+    key: &str,
+    timeout: Duration,
+) -> Result<Option<Bytes>, StoreError> {
+    tokio::time::timeout(timeout, bucket.get(key))
         .await
         .map_err(|_| StoreError::Unavailable(format!("reading {key} timed out")))?
-        .map_err(|e| StoreError::Unavailable(format!("reading {key}: {e}")))?;
-    entry.map(|payload| parse(key, &payload)).transpose()
+        .map_err(|e| StoreError::Unavailable(format!("reading {key}: {e}")))
 }
 
 /// What a committed head's change set writes besides the head, in this order: the history record,
