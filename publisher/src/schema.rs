@@ -11,7 +11,7 @@
 //! key costs. A schema with any other rule at its top (`allOf`, `if`, `dependentRequired`,
 //! `minProperties`, ...) is checked on the whole document every time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jsonschema::error::ValidationErrorKind;
 use mycosynth_subscriber::wire::{KeyChange, Violation};
@@ -22,6 +22,8 @@ pub struct Schema {
     raw: Value,
     validator: jsonschema::Validator,
     per_key: Option<PerKey>,
+    /// The keys it marks sensitive, read once rather than from `raw` on every change set.
+    sensitive: BTreeSet<String>,
 }
 
 /// A schema whose rules all apply key by key: the same schema without `required` (it checks
@@ -97,10 +99,12 @@ impl Schema {
         match jsonschema::validator_for(&raw) {
             Ok(validator) => {
                 let per_key = per_key(&raw);
+                let sensitive = mycosynth_subscriber::wire::sensitive_keys(&raw);
                 Ok(Schema {
                     raw,
                     validator,
                     per_key,
+                    sensitive,
                 })
             }
             Err(err) => Err(Violation {
@@ -114,6 +118,11 @@ impl Schema {
     /// The schema as pushed.
     pub fn raw(&self) -> &Value {
         &self.raw
+    }
+
+    /// The keys the schema marks sensitive (`x-mycosynth-sensitive`).
+    pub fn sensitive_keys(&self) -> &BTreeSet<String> {
+        &self.sensitive
     }
 
     /// Every rule the config document breaks, one violation per key and rule.

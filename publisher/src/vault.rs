@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use async_nats::jetstream::{self, kv};
 use mycosynth_subscriber::wire::{
-    data_key_key, is_sealed, sensitive_keys, ApiError, DataKey, DataKeyRecord, Environment,
-    ErrorKind, Namespace, Violation, KEYS_BUCKET, REDACTED,
+    data_key_key, is_sealed, ApiError, DataKey, DataKeyRecord, Environment, ErrorKind, Namespace,
+    Violation, KEYS_BUCKET, REDACTED,
 };
 use serde_json::Value;
 
@@ -120,10 +120,9 @@ impl Vault {
         schema: Option<&Schema>,
         plan: &mut Plan,
     ) -> Result<(), ApiError> {
-        let sensitive = schema.map(|s| sensitive_keys(s.raw())).unwrap_or_default();
-        if sensitive.is_empty() {
+        let Some(sensitive) = schema.map(Schema::sensitive_keys).filter(|k| !k.is_empty()) else {
             return Ok(());
-        }
+        };
         for entry in plan.diff.iter_mut().filter(|d| sensitive.contains(&d.key)) {
             for side in [&mut entry.old, &mut entry.new] {
                 if side.is_some() {
@@ -189,7 +188,8 @@ impl Vault {
 
 /// Refusal messages of sensitive keys, without the value (schema messages quote it).
 pub fn redact_violations(schema: Option<&Schema>, violations: Vec<Violation>) -> Vec<Violation> {
-    let sensitive = schema.map(|s| sensitive_keys(s.raw())).unwrap_or_default();
+    let none = std::collections::BTreeSet::new();
+    let sensitive = schema.map_or(&none, Schema::sensitive_keys);
     violations
         .into_iter()
         .map(|v| {
