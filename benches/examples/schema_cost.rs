@@ -2,16 +2,18 @@
 //! (one in flight) in a namespace of `SCHEMA_KEYS` other keys (default 10,000), without a
 //! schema and under a schema whose rules apply key by key (`SCHEMA_PROPERTIES` keys named one
 //! by one, default 1,000, the rest by pattern), with how many change sets the validator checked
-//! key by key and on the whole document.
+//! key by key and on the whole document; then, under the schema, from a change request until a
+//! subscriber that checks each snapshot against the schema (`validate_against_schema`) holds it.
 //! `cargo run --release -p mycosynth-benches --example schema_cost` (`MYCOSYNTH_BIN` to use an
 //! already built validator).
 
 use std::time::{Duration, Instant};
 
 use mycosynth::client::ApiClient;
-use mycosynth_benches::paths::{sample_change, seed_keys};
+use mycosynth_benches::paths::{sample_change, seed_keys, time_change};
 use mycosynth_benches::{env_or, p50_us as p50};
 use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, SchemaPushRequest};
+use mycosynth_subscriber::Subscriber;
 use serde_json::json;
 
 const WARMUP: u64 = 300;
@@ -76,6 +78,29 @@ async fn main() {
             p50(replies)
         );
     }
+    let checking = Subscriber::builder("withschema", "prod")
+        .nats_url(url.clone())
+        .validate_against_schema(true)
+        .connect()
+        .await
+        .expect("subscriber");
+    let mut applied = Vec::new();
+    for i in 0..WARMUP + SAMPLES {
+        let target = checking.version() + 1;
+        let held = async {
+            checking
+                .wait_for_version(target, Duration::from_secs(10))
+                .await;
+        };
+        let took = time_change(&api, &sample_change("withschema", i), held).await;
+        if i >= WARMUP {
+            applied.push(took);
+        }
+    }
+    println!(
+        "withschema: one-key change → a validating subscriber holds it, p50 {} µs",
+        p50(applied)
+    );
     let checks = |scope: &str| {
         validator.metric(
             "mycosynth_validator_schema_checks_total",

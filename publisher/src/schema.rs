@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jsonschema::error::ValidationErrorKind;
-use mycosynth_subscriber::wire::{KeyChange, Violation};
+use mycosynth_subscriber::wire::{per_key_schema, KeyChange, Violation};
 use serde_json::Value;
 
 /// A compiled namespace schema.
@@ -33,49 +33,13 @@ struct PerKey {
     required: Vec<String>,
 }
 
-/// The top-level keywords whose rules apply to each key on its own (or say nothing), so that
-/// a schema made of them alone can be checked key by key.
-const PER_KEY_KEYWORDS: &[&str] = &[
-    "$schema",
-    "$id",
-    "$comment",
-    "$defs",
-    "definitions",
-    "title",
-    "description",
-    "default",
-    "examples",
-    "type",
-    "properties",
-    "patternProperties",
-    "additionalProperties",
-    "propertyNames",
-    "required",
-];
-
-/// The key-by-key form of `raw`, when all its top-level rules apply key by key.
+/// The key-by-key form of `raw` ([`per_key_schema`]), compiled.
 fn per_key(raw: &Value) -> Option<PerKey> {
-    let root = raw.as_object()?;
-    if !root.keys().all(|k| PER_KEY_KEYWORDS.contains(&k.as_str())) {
-        return None;
-    }
-    if root.get("type").is_some_and(|t| t != "object") {
-        return None;
-    }
-    let required = match root.get("required") {
-        None => Vec::new(),
-        Some(Value::Array(keys)) => keys
-            .iter()
-            .map(|k| k.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()?,
-        Some(_) => return None,
-    };
-    let mut without_required = root.clone();
-    without_required.remove("required");
-    let validator = jsonschema::validator_for(&Value::Object(without_required)).ok()?;
+    let form = per_key_schema(raw)?;
+    let validator = jsonschema::validator_for(&form.without_required).ok()?;
     Some(PerKey {
         validator,
-        required,
+        required: form.required,
     })
 }
 

@@ -423,6 +423,7 @@ impl SubscriberBuilder {
             reports,
             validate: self.validate,
             schema_check: None,
+            checked_with: None,
             events: following.events,
             schema_changes: following.schema_changes,
             resync_requests: resync_rx,

@@ -131,6 +131,9 @@ pub(crate) struct Updater {
     pub validate: bool,
     /// The compiled schema for that check (None: no schema, or not loaded yet).
     pub schema_check: Option<Arc<SchemaCheck>>,
+    /// The check the current snapshot passed, if any: under it, the next event's keys are
+    /// checked alone ([`SchemaCheck::check_changes`]).
+    pub checked_with: Option<Arc<SchemaCheck>>,
     pub events: async_nats::Subscriber,
     pub schema_changes: async_nats::Subscriber,
     pub resync_requests: mpsc::Receiver<()>,
@@ -338,7 +341,7 @@ impl Updater {
             current.defaults().clone(),
             parsed.committed_at_us,
         );
-        if let Err(reason) = self.check(&next) {
+        if let Err(reason) = self.check(&next, Some(&changes)) {
             self.reject(version, reason);
             return;
         }
@@ -370,12 +373,27 @@ impl Updater {
         self.meters.applied.increment(1);
     }
 
-    /// Client-side validation of a snapshot about to be served.
-    fn check(&self, next: &Snapshot) -> Result<(), String> {
-        match (&self.schema_check, self.validate) {
-            (Some(check), true) => check.check(next),
-            _ => Ok(()),
+    /// Client-side validation of a snapshot about to be served: of the keys `changes` set when
+    /// the current snapshot passed this same check, else of the whole snapshot.
+    fn check(&mut self, next: &Snapshot, changes: Option<&[Change]>) -> Result<(), String> {
+        let (Some(check), true) = (&self.schema_check, self.validate) else {
+            return Ok(());
+        };
+        let passed = self
+            .checked_with
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, check));
+        let verdict = match changes
+            .filter(|_| passed)
+            .and_then(|c| check.check_changes(c))
+        {
+            Some(verdict) => verdict,
+            None => check.check(next),
+        };
+        if verdict.is_ok() {
+            self.checked_with = Some(Arc::clone(check));
         }
+        verdict
     }
 
     /// Keeps serving the current snapshot, and says so in logs, metrics and receipts. Buffered
@@ -520,7 +538,7 @@ impl Updater {
                 current.defaults().clone(),
                 loaded.committed_at_us,
             );
-            if let Err(reason) = self.check(&next) {
+            if let Err(reason) = self.check(&next, None) {
                 self.reject(loaded.version, reason);
                 return;
             }

@@ -14,6 +14,7 @@ mod inherit;
 mod layout;
 mod names;
 mod records;
+mod schema_rules;
 mod sealed;
 
 pub use api::*;
@@ -25,6 +26,7 @@ pub use inherit::*;
 pub use layout::*;
 pub use names::*;
 pub use records::*;
+pub use schema_rules::*;
 pub use sealed::*;
 
 #[cfg(test)]

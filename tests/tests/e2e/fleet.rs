@@ -220,34 +220,106 @@ async fn a_rejecting_instance_is_listed_with_its_reason() {
         true,
     )
     .await;
+    let (refused, serving, reason) = first_rejection(&url, "payment-service").await;
+    println!("rejected v{refused}: {reason}");
+    assert_eq!((refused, serving), (bad, bad - 1));
+    assert!(
+        reason.contains("minimum") || reason.contains("less than"),
+        "{reason}"
+    );
+    assert!(instance
+        .wait_line(1, Duration::from_millis(500), |l| l
+            .contains(&format!("\"version\":{bad}")))
+        .is_none());
+}
+
+/// The first rejection an instance of `ns` reports (within 10 s): the version it refused, the
+/// version it serves, and why.
+async fn first_rejection(url: &str, ns: &str) -> (u64, u64, String) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let rejected = loop {
-        let now = status(&url, "payment-service").await;
+    loop {
+        let now = status(url, ns).await;
         if let Some(i) = now
             .instances
             .iter()
             .find(|i| i.state == InstanceState::Rejected)
         {
-            break i.clone();
+            let rejection = i.receipt.rejected.clone().expect("reason");
+            return (rejection.version, i.receipt.version, rejection.reason);
         }
         assert!(
             Instant::now() < deadline,
             "no instance reported the rejection: {now:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let reason = rejected.receipt.rejected.clone().expect("reason");
-    println!("rejected v{}: {}", reason.version, reason.reason);
-    assert_eq!((reason.version, rejected.receipt.version), (bad, bad - 1));
-    assert!(
-        reason.reason.contains("minimum") || reason.reason.contains("less than"),
-        "{}",
-        reason.reason
+    }
+}
+
+/// The client-side check judges a change event on the keys it sets once the snapshot has
+/// passed under the schema (the payment-service schema's rules all apply key by key): after two
+/// changes it served, a change committed around the validator that breaks the schema is still
+/// refused, naming the rule, and the previous snapshot is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_changes_it_served_an_instance_still_refuses_a_breaking_one() {
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let url = nats.url();
+    let out = run_cli(
+        &url,
+        &["schema", "push", "payment-service", &crate::schema_path()],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let api = crate::api(&url).await;
+    let pairs = [
+        ("database.host", json!("db1")),
+        ("database.pool_size", json!(10)),
+    ];
+    set_keys(&api, "payment-service", "prod", &pairs).await;
+    let instance = CliProcess::spawn(
+        &url,
+        &[
+            "watch",
+            "payment-service",
+            "prod",
+            "--json",
+            "--heartbeat",
+            "0.5",
+        ],
     );
-    assert!(instance
-        .wait_line(1, Duration::from_millis(500), |l| l
-            .contains(&format!("\"version\":{bad}")))
-        .is_none());
+    wait_live(&url, "payment-service", 1, Duration::from_secs(30)).await;
+    for pool in [20, 30] {
+        let done = set_keys(
+            &api,
+            "payment-service",
+            "prod",
+            &[("database.pool_size", json!(pool))],
+        )
+        .await;
+        let served = format!("\"version\":{}", done.version);
+        assert!(
+            instance
+                .wait_line(0, Duration::from_secs(10), |l| l.contains(&served))
+                .is_some(),
+            "version {} served",
+            done.version
+        );
+    }
+    let bad = crate::commit_bypassing_validator(
+        &url,
+        "payment-service",
+        "prod",
+        "database.pool_size",
+        json!(0),
+        true,
+    )
+    .await;
+    let (refused, serving, reason) = first_rejection(&url, "payment-service").await;
+    assert_eq!((refused, serving), (bad, bad - 1));
+    assert!(
+        reason.contains("minimum") || reason.contains("less than"),
+        "{reason}"
+    );
 }
 
 /// Acceptance 4: a killed instance leaves the live list within the configured expiry.
