@@ -181,35 +181,7 @@ async fn a_rejecting_instance_is_listed_with_its_reason() {
         &["--stale-after", "5", "--instance-expiry", "10"],
     );
     let url = nats.url();
-    let out = run_cli(
-        &url,
-        &["schema", "push", "payment-service", &crate::schema_path()],
-    )
-    .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let api = crate::api(&url).await;
-    set_keys(
-        &api,
-        "payment-service",
-        "prod",
-        &[
-            ("database.host", json!("db1")),
-            ("database.pool_size", json!(10)),
-        ],
-    )
-    .await;
-    let instance = CliProcess::spawn(
-        &url,
-        &[
-            "watch",
-            "payment-service",
-            "prod",
-            "--json",
-            "--heartbeat",
-            "0.5",
-        ],
-    );
-    wait_live(&url, "payment-service", 1, Duration::from_secs(30)).await;
+    let (_api, instance) = watched_payment_service(&url).await;
 
     let bad = crate::commit_bypassing_validator(
         &url,
@@ -231,6 +203,36 @@ async fn a_rejecting_instance_is_listed_with_its_reason() {
         .wait_line(1, Duration::from_millis(500), |l| l
             .contains(&format!("\"version\":{bad}")))
         .is_none());
+}
+
+/// payment-service/prod under its schema (database.host db1, database.pool_size 10), watched by
+/// one `mycosynth watch` instance (JSON lines, receipts every 0.5 s) that the fleet lists live.
+async fn watched_payment_service(url: &str) -> (mycosynth::client::ApiClient, CliProcess) {
+    let out = run_cli(
+        url,
+        &["schema", "push", "payment-service", &crate::schema_path()],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let api = crate::api(url).await;
+    let pairs = [
+        ("database.host", json!("db1")),
+        ("database.pool_size", json!(10)),
+    ];
+    set_keys(&api, "payment-service", "prod", &pairs).await;
+    let instance = CliProcess::spawn(
+        url,
+        &[
+            "watch",
+            "payment-service",
+            "prod",
+            "--json",
+            "--heartbeat",
+            "0.5",
+        ],
+    );
+    wait_live(url, "payment-service", 1, Duration::from_secs(30)).await;
+    (api, instance)
 }
 
 /// The first rejection an instance of `ns` reports (within 10 s): the version it refused, the
@@ -264,30 +266,7 @@ async fn after_changes_it_served_an_instance_still_refuses_a_breaking_one() {
     let nats = NatsServer::start();
     let _validator = Validator::start(&nats.url(), &[]);
     let url = nats.url();
-    let out = run_cli(
-        &url,
-        &["schema", "push", "payment-service", &crate::schema_path()],
-    )
-    .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let api = crate::api(&url).await;
-    let pairs = [
-        ("database.host", json!("db1")),
-        ("database.pool_size", json!(10)),
-    ];
-    set_keys(&api, "payment-service", "prod", &pairs).await;
-    let instance = CliProcess::spawn(
-        &url,
-        &[
-            "watch",
-            "payment-service",
-            "prod",
-            "--json",
-            "--heartbeat",
-            "0.5",
-        ],
-    );
-    wait_live(&url, "payment-service", 1, Duration::from_secs(30)).await;
+    let (api, instance) = watched_payment_service(&url).await;
     for pool in [20, 30] {
         let done = set_keys(
             &api,
