@@ -314,14 +314,10 @@ async fn a_routing_client_sends_each_change_to_its_owner() {
     let mut a = Validator::start(&nats.url(), &[]);
     let b = Validator::start(&nats.url(), &[]);
     let api = Arc::new(crate::api(&nats.url()).await.route_to_owners());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while api.instances_known() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the client did not find both instances"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    within_15_s("the client did not find both instances", || {
+        api.instances_known() >= 2
+    })
+    .await;
     let send = |round: u32, count: u32| send_changes(&api, "routed", round, count);
     let mut tasks = send(0, 100);
     while let Some(result) = tasks.join_next().await {
@@ -351,16 +347,20 @@ async fn a_routing_client_sends_each_change_to_its_owner() {
 /// Waits (up to 15 s) until every one of `validators` counts them all as live.
 async fn found_each_other(validators: &[&Validator]) {
     let all = validators.len() as f64;
+    within_15_s("the instances did not find each other", || {
+        validators
+            .iter()
+            .all(|v| v.metric("mycosynth_validator_instances", "") >= all)
+    })
+    .await;
+}
+
+/// Waits until `done` holds, looking every 50 ms; fails with `failure` after 15 s.
+async fn within_15_s(failure: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while validators
-        .iter()
-        .any(|v| v.metric("mycosynth_validator_instances", "") < all)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the instances did not find each other"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -183,22 +183,7 @@ async fn a_rejecting_instance_is_listed_with_its_reason() {
     let url = nats.url();
     let (_api, instance) = watched_payment_service(&url).await;
 
-    let bad = crate::commit_bypassing_validator(
-        &url,
-        "payment-service",
-        "prod",
-        "database.pool_size",
-        json!(0),
-        true,
-    )
-    .await;
-    let (refused, serving, reason) = first_rejection(&url, "payment-service").await;
-    println!("rejected v{refused}: {reason}");
-    assert_eq!((refused, serving), (bad, bad - 1));
-    assert!(
-        reason.contains("minimum") || reason.contains("less than"),
-        "{reason}"
-    );
+    let bad = breaking_pool_size_is_refused(&url).await;
     assert!(instance
         .wait_line(1, Duration::from_millis(500), |l| l
             .contains(&format!("\"version\":{bad}")))
@@ -233,6 +218,29 @@ async fn watched_payment_service(url: &str) -> (mycosynth::client::ApiClient, Cl
     );
     wait_live(url, "payment-service", 1, Duration::from_secs(30)).await;
     (api, instance)
+}
+
+/// Commits database.pool_size 0 to payment-service/prod around the validator (breaking the
+/// schema's minimum) and checks that the watching instance refuses it, naming the rule, and
+/// serves the version before; returns the refused version.
+async fn breaking_pool_size_is_refused(url: &str) -> u64 {
+    let bad = crate::commit_bypassing_validator(
+        url,
+        "payment-service",
+        "prod",
+        "database.pool_size",
+        json!(0),
+        true,
+    )
+    .await;
+    let (refused, serving, reason) = first_rejection(url, "payment-service").await;
+    println!("rejected v{refused}: {reason}");
+    assert_eq!((refused, serving), (bad, bad - 1));
+    assert!(
+        reason.contains("minimum") || reason.contains("less than"),
+        "{reason}"
+    );
+    bad
 }
 
 /// The first rejection an instance of `ns` reports (within 10 s): the version it refused, the
@@ -284,21 +292,7 @@ async fn after_changes_it_served_an_instance_still_refuses_a_breaking_one() {
             done.version
         );
     }
-    let bad = crate::commit_bypassing_validator(
-        &url,
-        "payment-service",
-        "prod",
-        "database.pool_size",
-        json!(0),
-        true,
-    )
-    .await;
-    let (refused, serving, reason) = first_rejection(&url, "payment-service").await;
-    assert_eq!((refused, serving), (bad, bad - 1));
-    assert!(
-        reason.contains("minimum") || reason.contains("less than"),
-        "{reason}"
-    );
+    breaking_pool_size_is_refused(&url).await;
 }
 
 /// Acceptance 4: a killed instance leaves the live list within the configured expiry.
