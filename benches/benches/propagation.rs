@@ -1,7 +1,8 @@
 //! End-to-end benchmarks, in one run, against real servers started here:
 //! - change propagation: from the moment a client sends a change request until the LAST of
 //!   N subscribers (each with its own NATS connection) holds it, N = 1, 100, 1,000; and to one
-//!   subscriber with every write fsynced, on one node and on a three-node cluster;
+//!   subscriber with every write fsynced, on one node and on a three-node cluster; and, for
+//!   the same samples at 1 and 100, from the validator's commit on (the fan-out part alone);
 //! - the floor: raw KV put to KV watch (1 and 100 watchers), sampled in turn with propagation
 //!   to as many subscribers so both see the same moments of the machine, and alone, puts back
 //!   to back; and core NATS publish to subscriber;
@@ -99,9 +100,15 @@ async fn main() {
     let mut propagation = serde_json::Map::new();
     let mut floor = serde_json::Map::new();
     let mut floor_rows = Vec::new();
+    let mut from_commit_rows = Vec::new();
+    let mut from_commit = serde_json::Map::new();
     for (count, samples) in [(1usize, 2000u64), (100, 500)] {
-        let (ours, kv) = side_by_side(&api, &url, count, samples).await;
+        let (ours, committed, kv) = side_by_side(&api, &url, count, samples).await;
         rows.push(ours.row(&format!("mycosynth: request → last of {count} subscribers")));
+        from_commit_rows.push(committed.row(&format!(
+            "mycosynth, the same samples from the validator's commit: → last of {count} subscribers"
+        )));
+        from_commit.insert(count.to_string(), json!(committed));
         floor_rows.push(kv.row(&format!(
             "floor, in turn with the row above: raw KV put → last of {count} KV watchers"
         )));
@@ -112,6 +119,7 @@ async fn main() {
     rows.push(thousand.row("mycosynth: request → last of 1000 subscribers"));
     propagation.insert("1000".into(), json!(thousand));
     rows.append(&mut floor_rows);
+    rows.append(&mut from_commit_rows);
     let mut floor_alone = serde_json::Map::new();
     for watchers in [1usize, 100] {
         let summary = kv_floor_alone(&url, watchers, 1000).await;
@@ -182,6 +190,7 @@ async fn main() {
     };
     let report = json!({
         "propagation_us": propagation,
+        "propagation_from_commit_us": from_commit,
         "floor_kv_watch_us": floor,
         "floor_kv_watch_alone_us": floor_alone,
         "floor_core_pubsub_us": core,
@@ -202,6 +211,7 @@ async fn main() {
             "100": {
                 "p50_vs_kv_floor": ratio(hundred, &floor["100"], "p50"), "p99_vs_kv_floor": ratio(hundred, &floor["100"], "p99"),
                 "p50_vs_kv_floor_alone": ratio(hundred, &floor_alone["100"], "p50"),
+                "from_commit_p50_vs_kv_floor": ratio(&from_commit["100"], &floor["100"], "p50"),
                 "p50_vs_etcd": ratio(hundred, &etcd["100"], "p50"), "p99_vs_etcd": ratio(hundred, &etcd["100"], "p99"),
             },
         },
@@ -253,24 +263,34 @@ async fn kv_floor_alone(url: &str, watchers: usize, samples: u64) -> Summary {
 
 /// Propagation to N subscribers and the KV floor to N watchers, one sample of each in turn, so
 /// that both see the same moments of the machine and their ratio does not move with it.
+/// Returns propagation from the request, the same samples from the validator's commit, and
+/// the floor.
 async fn side_by_side(
     api: &ApiClient,
     url: &str,
     count: usize,
     samples: u64,
-) -> (Summary, Summary) {
+) -> (Summary, Summary, Summary) {
     let ours = Propagation::start(api, url, &format!("prop{count}"), count).await;
     let mut floor = KvFloor::start(url, &format!("floor{count}"), count).await;
-    let (mut h_ours, mut h_floor) = (histogram(), histogram());
+    let (mut h_ours, mut h_committed, mut h_floor) = (histogram(), histogram(), histogram());
     for i in 0..WARMUP + samples {
         let a = ours.sample(api, i).await;
+        let committed = ours.commit_to_last_apply();
         let b = floor.sample(i).await;
         if i >= WARMUP {
             let _ = h_ours.record(a.as_nanos() as u64);
+            if let Some(committed) = committed {
+                let _ = h_committed.record(committed.as_nanos() as u64);
+            }
             let _ = h_floor.record(b.as_nanos() as u64);
         }
     }
-    (Summary::of(&h_ours), Summary::of(&h_floor))
+    (
+        Summary::of(&h_ours),
+        Summary::of(&h_committed),
+        Summary::of(&h_floor),
+    )
 }
 
 async fn core_floor(url: &str, samples: u64) -> Summary {

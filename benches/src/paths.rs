@@ -97,6 +97,23 @@ impl Propagation {
         };
         time_change(api, &sample_change(&self.ns, i), all_applied).await
     }
+
+    /// From the validator's commit stamp of the version held (taken just before it writes the
+    /// head) until the last subscriber made that version visible (`Status::last_update`): the
+    /// commit and fan-out part of a sample, without the request's hop to the validator. Both
+    /// instants are this machine's wall clock, read in two processes. None before any change.
+    pub fn commit_to_last_apply(&self) -> Option<Duration> {
+        let committed_us = self.subscribers.first()?.snapshot().committed_at_us();
+        let last_apply_us = self
+            .subscribers
+            .iter()
+            .filter_map(|s| s.status().last_update)
+            .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .max()?;
+        let micros = u64::try_from(last_apply_us.checked_sub(committed_us)?).ok()?;
+        (committed_us > 0).then(|| Duration::from_micros(micros))
+    }
 }
 
 /// The floor: a raw KV put on one connection, watched by N raw KV watches on connections of
