@@ -221,7 +221,7 @@ async fn main() {
             "under_1000_updates_per_s": {"one_thread": reads.0, "two_threads": reads.1},
             "single_thread_idle": "criterion: target/criterion/read/*",
         },
-        "note": "one change in flight for latencies; propagation_us (1 and 100) and floor_kv_watch_us are sampled in turn, one of each; propagation_us and the floors run on one nats-server with the default sync_interval; propagation_durable_us fsyncs every write, like etcd; receipts off in the propagation subscribers",
+        "note": "one change in flight for latencies; propagation_us (1 and 100) and floor_kv_watch_us are sampled in turn, one of each; propagation_us and the floors run on one nats-server with the default sync_interval; propagation_durable_us fsyncs every write, like etcd; receipts off in the propagation subscribers; change requests carry no idempotency key (one that does adds a KV read before the commit); propagation_from_commit_us times the same samples as propagation_us from the validator's commit stamp, both ends on this machine's wall clock",
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let _ = std::fs::create_dir_all(&dir);
