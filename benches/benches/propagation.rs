@@ -106,7 +106,7 @@ async fn main() {
         let (ours, committed, kv) = side_by_side(&api, &url, count, samples).await;
         rows.push(ours.row(&format!("mycosynth: request → last of {count} subscribers")));
         from_commit_rows.push(committed.row(&format!(
-            "mycosynth, the same samples from the validator's commit: → last of {count} subscribers"
+            "mycosynth, the same samples, from the validator's commit → last of {count} subscribers"
         )));
         from_commit.insert(count.to_string(), json!(committed));
         floor_rows.push(kv.row(&format!(
