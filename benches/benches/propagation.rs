@@ -5,7 +5,8 @@
 //!   the same samples at 1 and 100, from the validator's commit on (the fan-out part alone);
 //! - the floor: raw KV put to KV watch (1 and 100 watchers), sampled in turn with propagation
 //!   to as many subscribers so both see the same moments of the machine, and alone, puts back
-//!   to back; and core NATS publish to subscriber;
+//!   to back (as is propagation, once more, to pair with it); and core NATS publish to
+//!   subscriber;
 //! - the peer: etcd put to watch event (1 and 100 watchers; feature `etcd`);
 //! - reads from one and two threads while the snapshot changes 1,000 times a second;
 //! - throughput of accepted change sets (one and two validators; one and 100 namespaces);
@@ -115,7 +116,7 @@ async fn main() {
         propagation.insert(count.to_string(), json!(ours));
         floor.insert(count.to_string(), json!(kv));
     }
-    let thousand = mycosynth_propagation(&api, &url, 1000, 200).await;
+    let thousand = mycosynth_propagation(&api, &url, "prop1000", 1000, 200).await;
     rows.push(thousand.row("mycosynth: request → last of 1000 subscribers"));
     propagation.insert("1000".into(), json!(thousand));
     rows.append(&mut floor_rows);
@@ -127,6 +128,18 @@ async fn main() {
             "floor alone, puts back to back: raw KV put → last of {watchers} KV watchers"
         )));
         floor_alone.insert(watchers.to_string(), json!(summary));
+    }
+    // The same pairing for propagation: alone, changes back to back, so that the ratio to the
+    // floor alone compares like with like (in turn, the validator idles through every floor
+    // sample, and a change then finds it and the subscribers cold).
+    let mut propagation_alone = serde_json::Map::new();
+    for count in [1usize, 100] {
+        let summary =
+            mycosynth_propagation(&api, &url, &format!("alone{count}"), count, 1000).await;
+        rows.push(summary.row(&format!(
+            "mycosynth alone, changes back to back: request → last of {count} subscribers"
+        )));
+        propagation_alone.insert(count.to_string(), json!(summary));
     }
     let core = core_floor(&url, 2000).await;
     rows.push(core.row("floor: core NATS publish → subscriber"));
@@ -193,6 +206,7 @@ async fn main() {
         "propagation_from_commit_us": from_commit,
         "floor_kv_watch_us": floor,
         "floor_kv_watch_alone_us": floor_alone,
+        "propagation_alone_us": propagation_alone,
         "floor_core_pubsub_us": core,
         "changes_per_s": {
             "one_validator": {"one_namespace": throughput_one, "hundred_namespaces": throughput_many},
@@ -204,13 +218,13 @@ async fn main() {
         "ratios": {
             "1": {
                 "p50_vs_kv_floor": ratio(one, &floor["1"], "p50"), "p99_vs_kv_floor": ratio(one, &floor["1"], "p99"),
-                "p50_vs_kv_floor_alone": ratio(one, &floor_alone["1"], "p50"),
+                "alone_p50_vs_kv_floor_alone": ratio(&propagation_alone["1"], &floor_alone["1"], "p50"),
                 "p50_vs_etcd": ratio(one, &etcd["1"], "p50"), "p99_vs_etcd": ratio(one, &etcd["1"], "p99"),
                 "durable_p50_vs_etcd": ratio(&durable["single_node_fsync_always"], &etcd["1"], "p50"),
             },
             "100": {
                 "p50_vs_kv_floor": ratio(hundred, &floor["100"], "p50"), "p99_vs_kv_floor": ratio(hundred, &floor["100"], "p99"),
-                "p50_vs_kv_floor_alone": ratio(hundred, &floor_alone["100"], "p50"),
+                "alone_p50_vs_kv_floor_alone": ratio(&propagation_alone["100"], &floor_alone["100"], "p50"),
                 "from_commit_p50_vs_kv_floor": ratio(&from_commit["100"], &floor["100"], "p50"),
                 "p50_vs_etcd": ratio(hundred, &etcd["100"], "p50"), "p99_vs_etcd": ratio(hundred, &etcd["100"], "p99"),
             },
@@ -221,7 +235,7 @@ async fn main() {
             "under_1000_updates_per_s": {"one_thread": reads.0, "two_threads": reads.1},
             "single_thread_idle": "criterion: target/criterion/read/*",
         },
-        "note": "one change in flight for latencies; propagation_us (1 and 100) and floor_kv_watch_us are sampled in turn, one of each; propagation_us and the floors run on one nats-server with the default sync_interval; propagation_durable_us fsyncs every write, like etcd; receipts off in the propagation subscribers; change requests carry no idempotency key (one that does adds a KV read before the commit); propagation_from_commit_us times the same samples as propagation_us from the validator's commit stamp, both ends on this machine's wall clock",
+        "note": "one change in flight for latencies; propagation_us (1 and 100) and floor_kv_watch_us are sampled in turn, one of each; propagation_us and the floors run on one nats-server with the default sync_interval; propagation_durable_us fsyncs every write, like etcd; receipts off in the propagation subscribers; change requests carry no idempotency key (one that does adds a KV read before the commit); propagation_from_commit_us times the same samples as propagation_us from the validator's commit stamp, both ends on this machine's wall clock; propagation_alone_us, like floor_kv_watch_alone_us, is sampled back to back, one change after another, and alone_p50_vs_kv_floor_alone compares these two",
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let _ = std::fs::create_dir_all(&dir);
@@ -235,8 +249,15 @@ async fn main() {
     }
 }
 
-async fn mycosynth_propagation(api: &ApiClient, url: &str, count: usize, samples: u64) -> Summary {
-    let run = Propagation::start(api, url, &format!("prop{count}"), count).await;
+/// Propagation to `count` subscribers of `ns`, one change after another.
+async fn mycosynth_propagation(
+    api: &ApiClient,
+    url: &str,
+    ns: &str,
+    count: usize,
+    samples: u64,
+) -> Summary {
+    let run = Propagation::start(api, url, ns, count).await;
     let mut h = histogram();
     for i in 0..WARMUP + samples {
         let elapsed = run.sample(api, i).await;
@@ -438,7 +459,7 @@ async fn durable_propagation(rows: &mut Vec<String>) -> Value {
         let api = ApiClient::connect(&nats.url(), Duration::from_secs(10))
             .await
             .expect("api");
-        let summary = mycosynth_propagation(&api, &nats.url(), 1, 500).await;
+        let summary = mycosynth_propagation(&api, &nats.url(), "prop1", 1, 500).await;
         rows.push(summary.row("mycosynth, one node, fsync per write: request → 1 subscriber"));
         out.insert("single_node_fsync_always".into(), json!(summary));
     }
@@ -449,7 +470,7 @@ async fn durable_propagation(rows: &mut Vec<String>) -> Value {
         let api = ApiClient::connect(&urls, Duration::from_secs(10))
             .await
             .expect("api");
-        let summary = mycosynth_propagation(&api, &urls, 1, 500).await;
+        let summary = mycosynth_propagation(&api, &urls, "prop1", 1, 500).await;
         rows.push(
             summary.row(
                 "mycosynth, 3-node cluster, 3 replicas, fsync per write: request → 1 subscriber",
