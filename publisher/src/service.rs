@@ -34,7 +34,7 @@ use crate::fleet::{Fleet, FleetOptions};
 use crate::limits::RateLimits;
 use crate::policy::Scope;
 use crate::schema::Schema;
-use crate::store::{BucketOptions, Commit, State, Store, StoreError};
+use crate::store::{BucketOptions, Commit, KeptDocument, State, Store, StoreError};
 use crate::validate;
 use crate::vault::Vault;
 
@@ -820,18 +820,14 @@ impl Validator {
                         });
                     }
                 }
-                // The schema the kept document is known to conform to (none for a rebuilt one).
-                let conformed = state
-                    .document_conforms_to
-                    .take()
-                    .filter(|_| state.document.is_some());
-                let current = match state.document.take() {
-                    Some(document) => document,
+                // With the schema the kept document is known to conform to (none for a rebuilt one).
+                let (current, conformed) = match state.document.take() {
+                    Some(kept) => (kept.values, kept.conforms_to),
                     None => {
                         // A copy of the whole namespace: after a load, a refusal, a dry run, a lost
                         // race, or a change set that carried a value already sealed.
                         metrics::counter!("mycosynth_validator_document_builds_total").increment(1);
-                        self.vault.open_document(ns, env, state.documents()).await?
+                        (self.vault.open_document(ns, env, state.documents()).await?, None)
                     }
                 };
                 let (changes, replace) = match &intent {
@@ -894,8 +890,10 @@ impl Validator {
                     let version = state.version;
                     if plan.is_empty() && document_reusable {
                         // Nothing changed: the document is still the state's, and was checked.
-                        state.document = Some(plan.document);
-                        state.document_conforms_to = conforms_to;
+                        state.document = Some(KeptDocument {
+                            values: plan.document,
+                            conforms_to,
+                        });
                     }
                     *cached = Some(state);
                     return Ok(ChangeOutcome {
@@ -959,8 +957,10 @@ impl Validator {
                 }
                 next.version = version;
                 next.pending = true;
-                next.document = document_reusable.then_some(plan.document);
-                next.document_conforms_to = conforms_to;
+                next.document = document_reusable.then_some(KeptDocument {
+                    values: plan.document,
+                    conforms_to,
+                });
                 next.last_request = attribution
                     .request_id
                     .clone()

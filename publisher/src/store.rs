@@ -73,15 +73,23 @@ pub struct State {
     /// The head's change set was not (completely) materialised when this state was read: `values`
     /// include it (rolled forward), and [`Store::complete`] must write it before the next commit.
     pub incomplete: Option<Box<HeadRecord>>,
-    /// `values` as the next change set is validated against them: opened (sealed values in the
-    /// clear), left by the commit path after its last change set, so that a change set costs
-    /// what it touches rather than a copy of the namespace. `None` when not known (it is then
-    /// built from `values`); whatever changes `values` other than the commit path clears it.
-    pub document: Option<BTreeMap<String, serde_json::Value>>,
-    /// The schema `document` was checked against and conforms to (only its identity matters,
-    /// so it is held weakly): the next change set is then checked on the keys it changes
-    /// ([`crate::validate::plan_on`]). Meaningful only while `document` is `Some`.
-    pub document_conforms_to: Option<std::sync::Weak<crate::schema::Schema>>,
+    /// `values` as the next change set is validated against them, left by the commit path
+    /// after its last change set, so that a change set costs what it touches rather than a copy
+    /// of the namespace. `None` when not known (it is then built from `values`); whatever
+    /// changes `values` other than the commit path clears it.
+    pub document: Option<KeptDocument>,
+}
+
+/// The opened values (sealed values in the clear) of a [`State`], with the schema they are
+/// known to conform to.
+#[derive(Debug, Clone)]
+pub struct KeptDocument {
+    /// Each key's value.
+    pub values: BTreeMap<String, serde_json::Value>,
+    /// The schema `values` were checked against and conform to, if any (only its identity
+    /// matters, so it is held weakly): the next change set is then checked on the keys it
+    /// changes ([`crate::validate::plan_on`]).
+    pub conforms_to: Option<std::sync::Weak<crate::schema::Schema>>,
 }
 
 impl State {
@@ -90,7 +98,6 @@ impl State {
     /// whether the values read were missing part of the head's change set.
     pub fn follow(&mut self, head: &HeadRecord, revision: u64) -> bool {
         self.document = None;
-        self.document_conforms_to = None;
         self.version = head.version;
         self.head_revision = revision;
         self.pending = false;
