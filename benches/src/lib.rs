@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use mycosynth::service::{self, ValidatorConfig};
+use mycosynth::validator::{self, ValidatorConfig};
 use mycosynth_testkit::NatsServer;
 use tokio::sync::oneshot;
 
@@ -41,7 +41,7 @@ impl Stack {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(err) = service::run(config, shutdown, move |_| {
+            if let Err(err) = validator::run(config, shutdown, move |_| {
                 let _ = ready_tx.send(());
             })
             .await

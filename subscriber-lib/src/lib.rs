@@ -102,6 +102,19 @@ pub use updater::{ChangeNotice, NoticeCause};
 #[doc = include_str!("../../README.md")]
 mod readme_examples {}
 
+/// So do the examples of the pages in `docs/`.
+#[cfg(doctest)]
+mod docs_examples {
+    #[doc = include_str!("../../docs/operations.md")]
+    mod operations {}
+    #[doc = include_str!("../../docs/config-as-code.md")]
+    mod config_as_code {}
+    #[doc = include_str!("../../docs/security.md")]
+    mod security {}
+    #[doc = include_str!("../../docs/performance.md")]
+    mod performance {}
+}
+
 use kv_scan::ScanError;
 use updater::Shared;
 use wire::NameError;

@@ -331,7 +331,7 @@ pub struct ServeArgs {
     /// Per-identity limit on change requests (change, rollback, schema push), e.g. `10/s` or
     /// `100/m`; refused requests get exit code 11. Default: no limit.
     #[arg(long)]
-    pub rate_limit: Option<crate::limits::RateLimit>,
+    pub rate_limit: Option<crate::access::limits::RateLimit>,
     /// Requests an identity may send at once above the rate (default: the rate's count).
     #[arg(long)]
     pub rate_burst: Option<std::num::NonZeroU32>,

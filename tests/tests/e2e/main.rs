@@ -153,7 +153,7 @@ pub async fn commit_bypassing_validator(
         .commit(&Commit {
             namespace: &namespace,
             environment: &environment,
-            head_expected: mycosynth::committer::HeadExpected::Revision(state.head_revision),
+            head_expected: mycosynth::store::committer::HeadExpected::Revision(state.head_revision),
             request_id: None,
             event: None,
             head: HeadRecord {

@@ -1,17 +1,18 @@
-//! Who sent a request. The one place the validator decides the caller's identity.
+//! Who a request is recorded as: the one place the validator decides the identity the audit log
+//! and the rate limits know a request by ([`Requester`]), and the [`Envelope`] of fields they
+//! read from any request body.
 //!
 //! A signed request (validator in `--auth signed` mode) is known by the identity its signature
-//! proved; otherwise by the `author` it declares (open mode). Everything downstream (audit
-//! records, rate limits) uses only [`Caller`].
+//! proved; otherwise by the `author` it declares (open mode), refused requests included.
 
 use serde::Deserialize;
 
 /// The identity recorded for a request that names none.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// The party behind one request.
+/// The party one request is recorded as.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub struct Requester {
     /// Who: recorded in audit records, and the key of per-identity rate limits.
     pub identity: String,
     /// Whether the identity was proven (signature, server attestation) or only declared.
@@ -60,16 +61,16 @@ impl Envelope {
     }
 }
 
-/// The caller of a request: the identity its signature proved (`verified`, from
-/// [`crate::access`]), else the name the request declares.
-pub fn caller(verified: Option<&str>, envelope: &Envelope) -> Caller {
+/// The requester of a request: the identity its signature proved (`verified`, from
+/// [`super::signing::authenticate`]), else the name the request declares.
+pub fn requester(verified: Option<&str>, envelope: &Envelope) -> Requester {
     let declared = envelope
         .author
         .as_deref()
         .map(str::trim)
         .filter(|a| !a.is_empty());
     let identity = verified.or(declared).unwrap_or(ANONYMOUS);
-    Caller {
+    Requester {
         identity: identity.chars().take(256).collect(),
         verified: verified.is_some(),
     }

@@ -1,18 +1,19 @@
-//! Who sent a request: signing on the client side, and [`authenticate`] on the validator side,
+//! Signed requests: [`sign`] on the client side, and [`authenticate`] on the validator side,
 //! which checks the signature, its time and nonce, and finds the identity the policy registers
-//! for the signing key. The validator calls it once per request, before anything else.
+//! for the signing key. The validator's dispatcher calls it once per request, before anything
+//! else.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use base64::Engine;
 use mycosynth_subscriber::wire::{
-    signing_payload, ErrorKind, Policy, Role, HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE,
-    HEADER_TIME, MAX_CLOCK_SKEW_MS,
+    signing_payload, ErrorKind, Policy, HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME,
+    MAX_CLOCK_SKEW_MS,
 };
 
-use crate::policy::Scope;
-use crate::service::Failure;
+use super::caller::Caller;
+use crate::failure::{failure, Failure};
 
 /// How the validator establishes who is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,56 +25,6 @@ pub enum AuthMode {
     /// Every request must be signed by a key registered in the policy, and the policy decides
     /// what it may do. The recorded author is the verified identity.
     Signed,
-}
-
-/// The caller of one request, as established by [`authenticate`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The verified identity's name (None in open mode: nobody is verified).
-    pub identity: Option<String>,
-    /// The public key that signed the request (None in open mode).
-    pub public_key: Option<String>,
-    /// The policy that decides this request (the same one throughout it).
-    policy: Arc<Policy>,
-}
-
-impl Caller {
-    /// The caller in open mode.
-    pub fn unverified() -> Caller {
-        Caller {
-            identity: None,
-            public_key: None,
-            policy: Arc::default(),
-        }
-    }
-
-    /// The same caller, judged by `policy`.
-    pub fn with_policy(self, policy: Arc<Policy>) -> Caller {
-        Caller { policy, ..self }
-    }
-
-    /// Ok if the caller holds `role` on `scope`; else an `access_denied` failure naming the
-    /// identity, the `action` and the missing permission. Unverified callers (open mode) may do
-    /// everything.
-    pub fn may(&self, action: &str, role: Role, scope: Scope<'_>) -> Result<(), Failure> {
-        match &self.identity {
-            None => Ok(()),
-            Some(identity) => crate::policy::check(&self.policy, identity, action, role, scope)
-                .inspect_err(|denied| {
-                    tracing::warn!(identity = %identity, action, reason = %denied.message, "request denied by the policy");
-                }),
-        }
-    }
-
-    /// The name to record as author: the verified identity, else what the request declared.
-    pub fn author(&self, declared: String) -> String {
-        self.identity.clone().unwrap_or(declared)
-    }
-
-    /// How denials and logs name the caller.
-    pub fn name(&self) -> &str {
-        self.identity.as_deref().unwrap_or("anonymous")
-    }
 }
 
 /// Signs `body` for `subject` with `key`: the headers to send with it.
@@ -107,7 +58,7 @@ fn now_ms() -> i64 {
 
 fn denied(message: String) -> Failure {
     metrics::counter!("mycosynth_validator_auth_failures_total").increment(1);
-    crate::service::failure(ErrorKind::AccessDenied, message)
+    failure(ErrorKind::AccessDenied, message)
 }
 
 /// Nonces seen within the clock-skew window: a captured request cannot be replayed.
@@ -190,11 +141,7 @@ pub fn authenticate(
             "replayed request: nonce {nonce} was already used by {identity}"
         )));
     }
-    Ok(Caller {
-        identity: Some(identity),
-        public_key: Some(public_key),
-        policy: Arc::default(),
-    })
+    Ok(Caller::verified(identity, public_key))
 }
 
 #[cfg(test)]

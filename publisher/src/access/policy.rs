@@ -5,7 +5,7 @@
 use mycosynth_subscriber::wire::{ErrorKind, Policy, Role, Violation};
 use wildmatch::WildMatch;
 
-use crate::service::Failure;
+use crate::failure::{failure, Failure};
 
 /// Where an action applies: one namespace and environment, every environment of a namespace
 /// (schemas), or the whole system (the policy itself).
@@ -64,7 +64,7 @@ pub fn check(
                 .increment(1);
             let held =
                 held.map_or_else(|| "no role".to_owned(), |r| format!("only {}", r.as_str()));
-            Err(crate::service::failure(
+            Err(failure(
                 ErrorKind::AccessDenied,
                 format!(
                     "identity {identity:?} may not {action} {}: missing permission {} on {} (it has {held})",

@@ -13,24 +13,15 @@ use mycosynth_subscriber::wire::{
 };
 use serde_json::Value;
 
-use crate::schema::Schema;
+use crate::failure::failure;
 use crate::store::StoreError;
-use crate::validate::Plan;
+use crate::validate::{Plan, Schema};
 
 /// The data keys of every namespace.
 #[derive(Debug)]
 pub struct Vault {
     kv: kv::Store,
     keys: Mutex<HashMap<Namespace, DataKey>>,
-}
-
-fn failure(kind: ErrorKind, message: String) -> ApiError {
-    ApiError {
-        kind,
-        message,
-        violations: Vec::new(),
-        current_version: None,
-    }
 }
 
 impl Vault {

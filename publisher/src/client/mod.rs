@@ -25,7 +25,7 @@ pub struct ApiClient {
 /// The validator instances a long-lived client has discovered; the discovery task ends when the
 /// last clone of the client goes (its stop sender with it).
 struct Router {
-    instances: Arc<crate::affinity::Affinity>,
+    instances: Arc<crate::validator::affinity::Affinity>,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -99,7 +99,7 @@ impl ApiClient {
     /// forward, one hop for most requests once there are several instances. Until the instances
     /// are known, and when an owner has gone, requests go to the queue group as usual.
     pub fn route_to_owners(mut self) -> ApiClient {
-        let instances = Arc::new(crate::affinity::Affinity::observer());
+        let instances = Arc::new(crate::validator::affinity::Affinity::observer());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (discovering, client) = (Arc::clone(&instances), self.client.clone());
         tokio::spawn(async move { discovering.discover(client, stopped).await });
@@ -120,10 +120,10 @@ impl ApiClient {
     /// The instance a request to `endpoint` with `body` should go to, if routing knows one.
     fn owner_of(&self, endpoint: &str, body: &[u8]) -> Option<String> {
         let router = self.router.as_ref()?;
-        if !crate::affinity::routed(endpoint) || self.instances_known() == 0 {
+        if !crate::validator::affinity::routed(endpoint) || self.instances_known() == 0 {
             return None;
         }
-        let envelope = crate::caller::Envelope::read(body);
+        let envelope = crate::access::Envelope::read(body);
         router.instances.owner(
             envelope.namespace.as_deref()?,
             envelope.environment.as_deref()?,
@@ -190,7 +190,7 @@ impl ApiClient {
         let subject = api_subject(endpoint);
         let headers = match &self.signer {
             Some(Signer(key)) => Some(
-                crate::auth::sign(key, &subject, &body)
+                crate::access::sign(key, &subject, &body)
                     .map_err(|e| error(ErrorKind::Internal, e))?,
             ),
             None => None,

@@ -32,7 +32,7 @@ use async_nats::jetstream::{self, context::PublishErrorKind};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::StoreError;
+use super::error::StoreError;
 
 /// JetStream's limit on messages in one atomic batch.
 pub const MAX_BATCH_MESSAGES: usize = 1000;

@@ -9,7 +9,7 @@ use mycosynth_subscriber::wire::{
 };
 use serde_json::Value;
 
-use crate::schema::Schema;
+use super::schema::Schema;
 
 /// A validated change set, ready to commit.
 #[derive(Debug, Clone, PartialEq)]

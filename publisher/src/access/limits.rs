@@ -1,5 +1,5 @@
-//! Per-identity rate limits on the requests that change things (`change`, `rollback`,
-//! `schema-push`): a token bucket per caller identity (the `governor` crate), per validator
+//! Per-identity rate limits on the requests that change things (the endpoint table marks them:
+//! `change`, `rollback`, `schema-push`): a token bucket per caller identity (the `governor` crate), per validator
 //! instance. A refused request gets [`ErrorKind::RateLimited`] and writes nothing.
 
 use std::num::NonZeroU32;
@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use mycosynth_subscriber::wire::{endpoint, ApiError, ErrorKind};
+use mycosynth_subscriber::wire::{ApiError, ErrorKind};
 
-use crate::caller::Caller;
+use super::envelope::Requester;
 
 /// Above this many tracked identities, the ones with full buckets are forgotten.
 const MAX_TRACKED_IDENTITIES: usize = 10_000;
@@ -78,15 +78,10 @@ impl RateLimits {
     }
 
     /// Whether `action` by `caller` is over the limit right now (which uses up one token if not).
-    /// Reads are never limited.
-    pub fn refusal(&self, action: &str, caller: &Caller) -> Option<ApiError> {
+    /// Which actions are limited is the endpoint table's to say (`validator::endpoints`): reads
+    /// never are.
+    pub fn refusal(&self, action: &str, caller: &Requester) -> Option<ApiError> {
         let (limiter, limit, burst) = self.limiter.as_ref()?;
-        if !matches!(
-            action,
-            endpoint::CHANGE | endpoint::ROLLBACK | endpoint::SCHEMA_PUSH
-        ) {
-            return None;
-        }
         if limiter.len() > MAX_TRACKED_IDENTITIES {
             limiter.retain_recent();
         }
@@ -110,9 +105,10 @@ impl RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mycosynth_subscriber::wire::endpoint;
 
-    fn caller(identity: &str) -> Caller {
-        Caller {
+    fn caller(identity: &str) -> Requester {
+        Requester {
             identity: identity.into(),
             verified: false,
         }
@@ -143,7 +139,6 @@ mod tests {
         assert_eq!(refused.kind, ErrorKind::RateLimited);
         assert!(refused.message.contains("alice"), "{}", refused.message);
         assert!(limits.refusal(endpoint::CHANGE, &caller("bob")).is_none());
-        assert!(limits.refusal(endpoint::GET, &caller("alice")).is_none());
     }
 
     #[test]
