@@ -21,6 +21,8 @@ def validator(key):
             "allow": ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>",
                       f"$KV.{CONFIG}.>", f"$KV.{SCHEMAS}.>", f"$KV.{POLICY}.>", f"$KV.{KEYS}.>",
                       "mycosynth.events.>", "mycosynth.schema.>", "mycosynth.audit.>", "$SRV.>",
+                      # The notice of each change-request step.
+                      "mycosynth.requests.>",
                       # Change requests forwarded to the instance that owns their namespace.
                       "mycosynth.api.direct.>"],
             # The audit stream is append-only for the validator: only nats-admin may purge,
@@ -38,7 +40,8 @@ def validator(key):
 def operator(key):
     return {
         "publish": {"allow": ["mycosynth.api.>"]},
-        "subscribe": {"allow": [f"_INBOX_{key}.>"]},
+        # Its replies, and the change-request notices (for the console and chat bots).
+        "subscribe": {"allow": [f"_INBOX_{key}.>", "mycosynth.requests.>"]},
     }
 
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use mycosynth_subscriber::wire::{
     endpoint, ApiError, ChangeOutcome, ChangeRequest, ChangeSource, ErrorKind, GetOutcome,
-    GetRequest, HistoryOutcome, HistoryRequest, KeyChange, RollbackRequest, SchemaGetRequest,
-    SchemaPushOutcome, SchemaPushRequest, SchemaRecord, Violation,
+    GetRequest, HistoryOutcome, HistoryRequest, KeyChange, ProposeOptions, RollbackRequest,
+    SchemaGetRequest, SchemaPushOutcome, SchemaPushRequest, SchemaRecord, Violation,
 };
 use serde_json::Value;
 
@@ -148,8 +148,10 @@ fn change_request(
     author: &str,
     source: ChangeSource,
 ) -> ChangeRequest {
+    let proposal = propose_options(&args);
     ChangeRequest {
         expected_version: args.expect_version,
+        proposal,
         emergency: args.emergency,
         reason: args.reason,
         source,
@@ -173,6 +175,7 @@ fn rollback_request(
             "a rollback cannot be marked --emergency".into(),
         ));
     }
+    let proposal = propose_options(&change);
     Ok(Request::Rollback(RollbackRequest {
         namespace,
         environment,
@@ -182,7 +185,19 @@ fn rollback_request(
         reason: change.reason,
         dry_run,
         request_id: Some(uuid::Uuid::now_v7().to_string()),
+        proposal,
     }))
+}
+
+/// The proposal options of a change command, if it gave any.
+fn propose_options(args: &ChangeArgs) -> Option<ProposeOptions> {
+    let options = ProposeOptions {
+        propose: args.propose,
+        at: args.at.clone(),
+        expires_s: args.expires,
+        grace_s: args.grace,
+    };
+    (options != ProposeOptions::default()).then_some(options)
 }
 
 fn schema_push_request(

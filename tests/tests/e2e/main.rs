@@ -18,6 +18,8 @@
 //! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
 //! - `sensitive`: sensitive values sealed in KV, events, CLI and logs; clear in subscribers.
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
+//! - `requests`: change requests: approvals bound to content, conflicts and rebase, the
+//!   emergency path, schedules with validators killed and restarted, audit and notices.
 
 mod abuse;
 mod audit;
@@ -27,6 +29,7 @@ mod concurrency;
 mod fleet;
 mod gitops;
 mod ha;
+mod requests;
 mod resilience;
 mod rollback;
 mod security;
@@ -144,6 +147,8 @@ pub async fn commit_bypassing_validator(
         git_commit: None,
         request_id: None,
         emergency: false,
+        approved_by: Vec::new(),
+        change_request: None,
     };
     let change = KeyChange {
         key: key.into(),
@@ -181,6 +186,8 @@ pub async fn commit_bypassing_validator(
             reason: String::new(),
             source: "api".into(),
             committed_at_us: 1,
+            approved_by: Vec::new(),
+            change_request: None,
         };
         client
             .publish(
