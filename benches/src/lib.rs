@@ -36,6 +36,7 @@ impl Stack {
             security: Default::default(),
             rate_limit: None,
             rate_burst: None,
+            sites: Vec::new(),
         };
         tokio::spawn(async move {
             let shutdown = async {

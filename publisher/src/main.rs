@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> ExitCode {
                 },
                 rate_limit: args.rate_limit,
                 rate_burst: args.rate_burst,
+                sites: args.sites.clone(),
             };
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -57,6 +57,8 @@ pub struct ValidatorConfig {
     pub rate_limit: Option<crate::limits::RateLimit>,
     /// Burst of the rate limit (None: the limit's count).
     pub rate_burst: Option<std::num::NonZeroU32>,
+    /// JetStream domains of the site replicas whose lag this validator watches.
+    pub sites: Vec<String>,
 }
 
 /// Why the validator could not start or stopped.
@@ -172,6 +174,7 @@ pub async fn run(
         audit,
         limits: RateLimits::new(config.rate_limit, config.rate_burst),
         vault,
+        sites: crate::site::lag::SiteLags::default(),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -232,6 +235,10 @@ pub async fn run(
         let validator = Arc::clone(&validator);
         let (client, stop) = (client.clone(), stop_rx.clone());
         tasks.spawn(async move { validator.affinity.discover(client, stop).await });
+    }
+    if !config.sites.is_empty() {
+        let sites = validator.sites.clone();
+        tasks.spawn(sites.run(client.clone(), config.sites.clone(), stop_rx.clone()));
     }
     tasks.spawn(track_fleet(
         Arc::clone(&validator),
@@ -378,6 +385,8 @@ struct Validator {
     limits: RateLimits,
     /// Data keys of sensitive values.
     vault: Vault,
+    /// The lag of the watched sites.
+    sites: crate::site::lag::SiteLags,
 }
 
 impl Validator {
@@ -1261,9 +1270,11 @@ impl Validator {
         )?;
         let head = self.store.head(&ns, &env).await.map_err(from_store)?;
         let (version, committed) = head.map_or((0, 0), |h| (h.version, h.meta.time_us));
-        Ok(self
+        let mut status = self
             .fleet
-            .status(ns.as_str(), env.as_str(), version, committed, now_us()))
+            .status(ns.as_str(), env.as_str(), version, committed, now_us());
+        status.sites = self.sites.snapshot();
+        Ok(status)
     }
 
     async fn schema_get(

@@ -172,12 +172,12 @@ pub struct BucketOptions {
     pub replicas: usize,
 }
 
-const KV_HISTORY: i64 = 10;
+pub(crate) const KV_HISTORY: i64 = 10;
 /// How long a commit waits for JetStream's acknowledgement.
 const COMMIT_ACK_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Largest stored message: a value of up to 1 MiB plus its metadata, or a history record of a
 /// change set. The server's `max_payload` must be at least this (see `nats/`).
-const MAX_MESSAGE_BYTES: i32 = 8 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: i32 = 8 * 1024 * 1024;
 
 impl Store {
     /// Opens the buckets, creating them on first use with atomic batch publish enabled.
@@ -616,6 +616,28 @@ fn materialisation(
         messages.push(message(value_key(ns, env, key), payload, None));
     }
     Ok(messages)
+}
+
+/// The records that materialise `head`'s version, as (KV key, bytes; `None` for a deletion):
+/// exactly what the committer writes after the head. A backup that finds a head committed but
+/// not materialised completes it with these.
+pub fn materialised_records(
+    ns: &Namespace,
+    env: &Environment,
+    head: &HeadRecord,
+) -> Result<Vec<(String, Option<Bytes>)>, StoreError> {
+    let prefix = kv_subject(CONFIG_BUCKET, "");
+    Ok(materialisation(ns, env, head, None)?
+        .into_iter()
+        .map(|m| {
+            let key = m
+                .subject
+                .strip_prefix(&prefix)
+                .unwrap_or(&m.subject)
+                .to_owned();
+            (key, (!m.deleted).then_some(m.payload))
+        })
+        .collect())
 }
 
 /// A schema record of `ns` from its stored bytes ([`Store::schema_bytes`]).
