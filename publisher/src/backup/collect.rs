@@ -259,3 +259,68 @@ async fn read_audit(
     }
     Ok(records)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mycosynth_subscriber::wire::{ChangeMeta, ChangeSource, KeyChange};
+
+    fn head(version: u64, changes: Vec<KeyChange>) -> HeadRecord {
+        HeadRecord {
+            version,
+            keys: 1,
+            meta: ChangeMeta {
+                change_id: format!("c{version}"),
+                author: "alice".into(),
+                time: "2026-01-01T00:00:00Z".into(),
+                time_us: 1,
+                reason: String::new(),
+                source: ChangeSource::Cli,
+                git_commit: None,
+                request_id: Some("r1".into()),
+                emergency: false,
+            },
+            changes: Some(changes),
+        }
+    }
+
+    #[test]
+    fn a_head_committed_but_not_materialised_is_completed_as_the_validator_would() {
+        let (ns, env) = (
+            Namespace::new("ns").unwrap(),
+            Environment::new("prod").unwrap(),
+        );
+        let head = head(
+            2,
+            vec![KeyChange::set("a", json(5)), KeyChange::delete("b")],
+        );
+        let mut cut = BTreeMap::new();
+        cut.insert(
+            "ns.prod._meta.head".to_owned(),
+            serde_json::to_vec(&head).unwrap(),
+        );
+        cut.insert(
+            "ns.prod.b".to_owned(),
+            b"{\"value\":1,\"version\":1}".to_vec(),
+        );
+        let (completed, versions) = complete_heads(cut.clone()).unwrap();
+        assert_eq!(versions["ns.prod"], 2);
+        let expected = crate::store::materialised_records(&ns, &env, &head).unwrap();
+        for (key, bytes) in expected {
+            assert_eq!(
+                completed.get(&key).map(Vec::as_slice),
+                bytes.as_deref(),
+                "{key}"
+            );
+        }
+        assert!(completed.contains_key("_history.ns.prod.2"));
+        assert!(completed.contains_key("_requests.ns.prod.r1"));
+        // Once complete, nothing is rewritten.
+        let (again, _) = complete_heads(completed.clone()).unwrap();
+        assert_eq!(again, completed);
+    }
+
+    fn json(n: u64) -> serde_json::Value {
+        serde_json::Value::from(n)
+    }
+}

@@ -24,6 +24,7 @@
 
 mod abuse;
 mod audit;
+mod backup;
 mod change_path;
 mod commit_point;
 mod concurrency;
