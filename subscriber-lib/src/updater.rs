@@ -227,11 +227,7 @@ impl Updater {
         let parsed = match self.parse(bytes) {
             Ok(parsed) => parsed,
             Err(reason) => {
-                self.shared
-                    .counters
-                    .decode_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("mycosynth_subscriber_decode_errors_total").increment(1);
+                self.count_decode_error();
                 tracing::warn!(
                     namespace = %self.shared.namespace,
                     environment = %self.shared.environment,
@@ -270,6 +266,14 @@ impl Updater {
         }
     }
 
+    fn count_decode_error(&self) {
+        self.shared
+            .counters
+            .decode_errors
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mycosynth_subscriber_decode_errors_total").increment(1);
+    }
+
     /// A head republished by a site's mirror: applied as the change event of its version.
     fn on_site_head(&mut self, payload: &[u8]) {
         match crate::site::head_event(&self.shared.namespace, &self.shared.environment, payload) {
@@ -279,11 +283,7 @@ impl Updater {
             }
             Ok(crate::site::SiteMessage::Ignore) => {}
             Err(reason) => {
-                self.shared
-                    .counters
-                    .decode_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("mycosynth_subscriber_decode_errors_total").increment(1);
+                self.count_decode_error();
                 tracing::warn!(namespace = %self.shared.namespace, environment = %self.shared.environment, %reason, "ignoring a malformed republished head");
             }
         }

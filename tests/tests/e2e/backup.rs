@@ -31,6 +31,25 @@ async fn ok(url: &str, args: &[&str]) -> String {
     stdout(&out)
 }
 
+/// `mycosynth restore FILE [--key-file KEY] [extra]` against `url`.
+async fn restore(
+    url: &str,
+    file: &Path,
+    key: Option<&Path>,
+    extra: &[&str],
+) -> std::process::Output {
+    let (file, key) = (
+        file.display().to_string(),
+        key.map(|k| k.display().to_string()),
+    );
+    let mut args = vec!["restore", file.as_str()];
+    if let Some(key) = &key {
+        args.extend(["--key-file", key.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    run_cli(url, &args).await
+}
+
 fn key_file(dir: &Path) -> PathBuf {
     let path = dir.join("backup.key");
     std::fs::write(&path, "q0K1sXl5pQ0sE0dJq2o8m3y7vH8l5bq3G0m4n2z9c1A=\n").unwrap();
@@ -148,16 +167,7 @@ async fn backup_then_restore_into_a_fresh_server_gives_identical_get_history_and
     );
 
     let target = NatsServer::start();
-    let out = run_cli(
-        &target.url(),
-        &[
-            "restore",
-            archive.to_str().unwrap(),
-            "--key-file",
-            key.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let out = restore(&target.url(), &archive, Some(&key), &[]).await;
     assert!(out.status.success(), "restore: {}", stderr(&out));
     assert!(stdout(&out).contains("restored"), "{}", stdout(&out));
     // Byte for byte what the source's validator wrote, before any validator runs on the target.
@@ -254,7 +264,7 @@ async fn a_backup_taken_while_writes_continue_holds_one_whole_version_per_enviro
     assert!(out.status.success(), "backup: {}", stderr(&out));
 
     let target = NatsServer::start();
-    let restore = run_cli(&target.url(), &["restore", archive.to_str().unwrap()]).await;
+    let restore = restore(&target.url(), &archive, None, &[]).await;
     assert!(restore.status.success(), "{}", stderr(&restore));
     let _target_validator = Validator::start(&target.url(), &[]);
     for env in ["e1", "e2", "e3"] {
@@ -324,11 +334,7 @@ async fn a_bit_flipped_anywhere_in_the_archive_is_refused() {
     positions.extend((1..40).map(|i| i * len / 40));
     for at in positions {
         let damaged = flipped(&archive, at, dir.path());
-        let out = run_cli(
-            &target.url(),
-            &["restore", damaged.to_str().unwrap(), "--key-file", key_arg],
-        )
-        .await;
+        let out = restore(&target.url(), &damaged, Some(&key), &[]).await;
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(13), "byte {at}: {err}");
         assert!(
@@ -345,29 +351,16 @@ async fn a_bit_flipped_anywhere_in_the_archive_is_refused() {
     }
     let cut = dir.path().join("cut.myco");
     std::fs::write(&cut, &std::fs::read(&archive).unwrap()[..len / 2]).unwrap();
-    let out = run_cli(
-        &target.url(),
-        &["restore", cut.to_str().unwrap(), "--key-file", key_arg],
-    )
-    .await;
+    let out = restore(&target.url(), &cut, Some(&key), &[]).await;
     assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
     assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
     // Without the key, or with another, the data keys cannot be opened: refused too.
-    let out = run_cli(&target.url(), &["restore", archive.to_str().unwrap()]).await;
+    let out = restore(&target.url(), &archive, None, &[]).await;
     assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
     assert!(stderr(&out).contains("--key-file"), "{}", stderr(&out));
     let other = dir.path().join("other.key");
     std::fs::write(&other, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
-    let out = run_cli(
-        &target.url(),
-        &[
-            "restore",
-            archive.to_str().unwrap(),
-            "--key-file",
-            other.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let out = restore(&target.url(), &archive, Some(&other), &[]).await;
     assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("not the key it was made with"),
@@ -379,16 +372,9 @@ async fn a_bit_flipped_anywhere_in_the_archive_is_refused() {
 
     // The intact archive restores; a second restore into the now non-empty cluster is refused
     // unless --force; never while a validator runs.
-    ok(
-        &target.url(),
-        &["restore", archive.to_str().unwrap(), "--key-file", key_arg],
-    )
-    .await;
-    let again = run_cli(
-        &target.url(),
-        &["restore", archive.to_str().unwrap(), "--key-file", key_arg],
-    )
-    .await;
+    let restored = restore(&target.url(), &archive, Some(&key), &[]).await;
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    let again = restore(&target.url(), &archive, Some(&key), &[]).await;
     assert_eq!(again.status.code(), Some(14), "{}", stderr(&again));
     assert!(
         stderr(&again).contains("not empty") && stderr(&again).contains("KV_mycosynth-config"),
@@ -396,17 +382,7 @@ async fn a_bit_flipped_anywhere_in_the_archive_is_refused() {
         stderr(&again)
     );
     let mut running = Validator::start(&target.url(), &[]);
-    let busy = run_cli(
-        &target.url(),
-        &[
-            "restore",
-            archive.to_str().unwrap(),
-            "--key-file",
-            key_arg,
-            "--force",
-        ],
-    )
-    .await;
+    let busy = restore(&target.url(), &archive, Some(&key), &["--force"]).await;
     assert_eq!(busy.status.code(), Some(14), "{}", stderr(&busy));
     assert!(
         stderr(&busy).contains("validator is running"),
@@ -414,17 +390,8 @@ async fn a_bit_flipped_anywhere_in_the_archive_is_refused() {
         stderr(&busy)
     );
     running.kill();
-    ok(
-        &target.url(),
-        &[
-            "restore",
-            archive.to_str().unwrap(),
-            "--key-file",
-            key_arg,
-            "--force",
-        ],
-    )
-    .await;
+    let forced = restore(&target.url(), &archive, Some(&key), &["--force"]).await;
+    assert!(forced.status.success(), "{}", stderr(&forced));
     let _validator = Validator::start(&target.url(), &[]);
     assert_eq!(audit_verify(&target.url()).await["problems"], json!([]));
 }
