@@ -23,6 +23,9 @@ use super::{AuditEntry, BackupError, Contents, KvEntry, Manifest};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Stored bytes by KV key.
+type Records = BTreeMap<String, Vec<u8>>;
+
 /// Reads everything a backup holds. `tick` is called once per record read.
 pub async fn collect(
     js: &jetstream::Context,
@@ -104,7 +107,7 @@ async fn read_bucket(
     js: &jetstream::Context,
     bucket: &str,
     tick: &(dyn Fn(u64) + Sync),
-) -> Result<(BTreeMap<String, Vec<u8>>, u64), BackupError> {
+) -> Result<(Records, u64), BackupError> {
     let mut entries = BTreeMap::new();
     let mut last = 0;
     let scanned = scan_each(js, bucket, ">", READ_TIMEOUT, |entry| {
@@ -128,7 +131,7 @@ async fn read_bucket(
 /// and each namespace/environment's version.
 fn complete_heads(
     mut config: BTreeMap<String, Vec<u8>>,
-) -> Result<(BTreeMap<String, Vec<u8>>, BTreeMap<String, u64>), BackupError> {
+) -> Result<(Records, BTreeMap<String, u64>), BackupError> {
     let heads: Vec<(Namespace, Environment, HeadRecord)> = config
         .iter()
         .filter_map(|(key, bytes)| {

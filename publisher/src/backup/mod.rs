@@ -337,6 +337,24 @@ fn content_error(frame: &Frame<'_>, message: impl Into<String>) -> Decoded {
     })
 }
 
+fn audit_entry(frame: &Frame<'_>) -> Result<AuditEntry, Decoded> {
+    let seq = frame
+        .payload
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| content_error(frame, "no sequence"))?;
+    let (subject, rest) =
+        take_name(&frame.payload[8..]).ok_or_else(|| content_error(frame, "no subject"))?;
+    let (msg_id, payload) = take_name(rest).ok_or_else(|| content_error(frame, "no message id"))?;
+    Ok(AuditEntry {
+        seq,
+        subject: subject.to_owned(),
+        msg_id: msg_id.to_owned(),
+        payload: payload.to_vec(),
+    })
+}
+
 fn decode(bytes: &[u8], key: Option<&BackupKey>) -> Result<Contents, Decoded> {
     let frames = archive::read(bytes).map_err(Decoded::Archive)?;
     let (first, last) = match (frames.first(), frames.last()) {
@@ -368,28 +386,14 @@ fn decode(bytes: &[u8], key: Option<&BackupKey>) -> Result<Contents, Decoded> {
             }
             Kind::SealedKeys => sealed = Some(frame.payload),
             Kind::Audit => {
-                let seq = frame
-                    .payload
-                    .get(..8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_le_bytes)
-                    .ok_or_else(|| content_error(frame, "no sequence"))?;
-                let (subject, rest) = take_name(&frame.payload[8..])
-                    .ok_or_else(|| content_error(frame, "no subject"))?;
-                let (msg_id, payload) =
-                    take_name(rest).ok_or_else(|| content_error(frame, "no message id"))?;
-                if seq != contents.audit.len() as u64 + 1 {
+                let record = audit_entry(frame)?;
+                if record.seq != contents.audit.len() as u64 + 1 {
                     return Err(content_error(
                         frame,
-                        format!("audit record {seq} out of order"),
+                        format!("audit record {} out of order", record.seq),
                     ));
                 }
-                contents.audit.push(AuditEntry {
-                    seq,
-                    subject: subject.to_owned(),
-                    msg_id: msg_id.to_owned(),
-                    payload: payload.to_vec(),
-                });
+                contents.audit.push(record);
             }
             Kind::Manifest | Kind::End => {
                 return Err(content_error(

@@ -69,24 +69,7 @@ pub async fn run(
                 replicas,
                 wait: Duration::from_secs_f64(wait.clamp(0.0, 3600.0)),
             };
-            let reports = site::init(&client, &options).await?;
-            if json {
-                println!("{}", serde_json::to_string(&reports).unwrap_or_default());
-            }
-            for r in reports.iter().filter(|_| !json) {
-                println!(
-                    "{:<20} {:<8} {:>8} messages, {}",
-                    r.bucket,
-                    if r.created { "created" } else { "existed" },
-                    r.messages,
-                    if r.connected {
-                        "in contact with the hub"
-                    } else {
-                        "no contact with the hub yet"
-                    }
-                );
-            }
-            Ok(())
+            site_init(&client, &options, json).await
         }
         Command::Site(SiteCommand::Status { sites }) => {
             let js = async_nats::jetstream::new(client.clone());
@@ -129,6 +112,32 @@ pub async fn run(
             "not a site, backup or restore command".into(),
         )),
     }
+}
+
+async fn site_init(
+    client: &async_nats::Client,
+    options: &SiteInit,
+    json: bool,
+) -> Result<(), CliError> {
+    let reports = site::init(client, options).await?;
+    if json {
+        println!("{}", serde_json::to_string(&reports).unwrap_or_default());
+        return Ok(());
+    }
+    for r in &reports {
+        println!(
+            "{:<20} {:<8} {:>8} messages, {}",
+            r.bucket,
+            if r.created { "created" } else { "existed" },
+            r.messages,
+            if r.connected {
+                "in contact with the hub"
+            } else {
+                "no contact with the hub yet"
+            }
+        );
+    }
+    Ok(())
 }
 
 fn key_of(arg: &BackupKeyArg) -> Result<Option<BackupKey>, CliError> {

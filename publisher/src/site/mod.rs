@@ -59,8 +59,11 @@ pub struct MirrorReport {
     pub connected: bool,
 }
 
+/// A republish rule: (source filter, destination mapping).
+type Republish = Option<(String, String)>;
+
 /// The buckets a site mirrors: (bucket, history kept per key, republish rule).
-fn mirrored(data_keys: bool) -> Vec<(&'static str, i64, Option<(String, String)>)> {
+fn mirrored(data_keys: bool) -> Vec<(&'static str, i64, Republish)> {
     let mut buckets = vec![
         (
             CONFIG_BUCKET,
@@ -139,7 +142,7 @@ async fn ensure_mirror(
     js: &jetstream::Context,
     bucket: &str,
     history: i64,
-    republish: Option<(String, String)>,
+    republish: Republish,
     options: &SiteInit,
 ) -> Result<bool, SiteError> {
     let api = domain_api_prefix(&options.hub_domain);
