@@ -1,6 +1,7 @@
 //! Backup and restore of a cluster of `namespaces` × `keys` keys × `versions` versions: time
 //! of `mycosynth backup` while nothing writes, archive size, time of `mycosynth restore` into a
-//! fresh server. Version 1 of each namespace sets every key; each later version changes 10.
+//! fresh server. The first versions of each namespace set every key (as many change sets of
+//! at most `MAX_CHANGES_PER_SET` keys as that takes); each later version changes 10.
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,9 @@ pub async fn run(namespaces: u64, keys: u64, versions: u64) -> Value {
             }
         });
     }
-    while writers.join_next().await.is_some() {}
+    while let Some(done) = writers.join_next().await {
+        done.expect("a writer failed");
+    }
     let fill_s = filled.elapsed().as_secs_f64();
     drop(validator);
 
@@ -57,6 +60,7 @@ pub async fn run(namespaces: u64, keys: u64, versions: u64) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let bytes = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
 
     let target = NatsServer::start();
     let started = Instant::now();
@@ -72,6 +76,7 @@ pub async fn run(namespaces: u64, keys: u64, versions: u64) -> Value {
         "fill_through_the_validator_s": fill_s,
         "backup_s": backup_s,
         "archive_bytes": bytes,
+        "archive": summary,
         "restore_s": restore_s,
     })
 }
