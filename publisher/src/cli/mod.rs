@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod audit;
+pub mod backup;
 pub mod commands;
 pub mod deploy;
 pub mod exit;

@@ -207,4 +207,5 @@ pub fn fleet(status: &StatusOutcome, as_json: bool) {
         status.holding_latest,
         status.instances.len()
     );
+    super::backup::print_sites(&status.sites);
 }
