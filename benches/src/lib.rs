@@ -9,11 +9,13 @@ use mycosynth::validator::{self, ValidatorConfig};
 use mycosynth_testkit::NatsServer;
 use tokio::sync::oneshot;
 
+pub mod backup;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod paths;
 pub mod reads;
 pub mod schedules;
+pub mod sites;
 
 /// A nats-server and a validator serving it; both stop on drop.
 pub struct Stack {
@@ -37,6 +39,7 @@ impl Stack {
             security: Default::default(),
             rate_limit: None,
             rate_burst: None,
+            sites: Vec::new(),
         };
         tokio::spawn(async move {
             let shutdown = async {

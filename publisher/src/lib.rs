@@ -10,17 +10,20 @@
 //! - [`access`]: authentication, the policy, callers, rate limits, sensitive values.
 //! - [`audit`]: the hash-chained audit log. [`fleet`]: which instances hold which version.
 //! - [`validator`]: the service: the endpoint table, the dispatcher, the change path.
+//! - [`site`]: read-only site replicas and their lag. [`backup`]: archives and restore.
 //! - [`client`]: the validator API's client. [`gitops`]: config as code (files, drift).
 //! - [`cli`]: the commands.
 
 pub mod access;
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod failure;
 pub mod fleet;
 pub mod gitops;
+pub mod site;
 pub mod store;
 pub mod validate;
 pub mod validator;

@@ -17,10 +17,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("access", &["failure", "clock", "store", "validate"]),
     ("audit", &["access", "clock", "failure", "store"]),
     ("fleet", &["clock", "store"]),
+    ("site", &["clock", "failure", "store"]),
+    ("backup", &["access", "audit", "clock", "failure", "store"]),
     (
         "validator",
         &[
-            "access", "audit", "clock", "failure", "fleet", "store", "validate",
+            "access", "audit", "clock", "failure", "fleet", "site", "store", "validate",
         ],
     ),
     ("client", &["access", "failure", "validator"]),
@@ -30,11 +32,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "access",
             "audit",
+            "backup",
             "client",
             "clock",
             "failure",
             "fleet",
             "gitops",
+            "site",
             "store",
             "validate",
             "validator",

@@ -77,6 +77,7 @@ mod loader;
 mod next_values;
 mod reporter;
 mod secrets;
+mod site;
 mod snapshot;
 mod status;
 mod updater;
@@ -93,6 +94,7 @@ use tokio::task::JoinHandle;
 pub use backoff::Backoff;
 pub use builder::{StartPolicy, SubscriberBuilder};
 pub use credentials::{Credentials, CredentialsError};
+pub use site::EventSource;
 pub use snapshot::{GetError, Snapshot, ValueSource};
 pub use status::{Origin, Status};
 pub use updater::{ChangeNotice, NoticeCause};
@@ -115,6 +117,10 @@ mod docs_examples {
     mod change_requests {}
     #[doc = include_str!("../../docs/performance.md")]
     mod performance {}
+    #[doc = include_str!("../../docs/regions.md")]
+    mod regions {}
+    #[doc = include_str!("../../docs/backup.md")]
+    mod backup {}
 }
 
 use kv_scan::ScanError;

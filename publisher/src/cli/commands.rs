@@ -99,6 +99,9 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             super::audit::run(&api, args, &author, timeout, json).await
         }
+        command @ (Command::Site(_) | Command::Backup { .. } | Command::Restore { .. }) => {
+            super::backup::run(&cli.nats_url, &creds, command, json).await
+        }
         command => {
             // Parse local input before connecting, so bad input fails fast and changes nothing.
             let request = super::requests::build(command, &author)?;

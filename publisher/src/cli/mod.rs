@@ -5,6 +5,7 @@
 pub mod args;
 pub mod audit;
 pub mod change_requests;
+pub mod backup;
 pub mod commands;
 pub mod deploy;
 pub mod exit;

@@ -230,6 +230,7 @@ pub fn fleet(status: &StatusOutcome, as_json: bool) {
         status.holding_latest,
         status.instances.len()
     );
+    super::backup::print_sites(&status.sites);
 }
 
 /// A time in µs since the epoch, as RFC 3339.

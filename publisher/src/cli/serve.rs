@@ -27,6 +27,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> ExitCode {
         },
         rate_limit: args.rate_limit,
         rate_burst: args.rate_burst,
+        sites: args.sites.clone(),
     };
     match validator::run(config, stop_signal(), |http| {
         tracing::info!(http = ?http, "ready");

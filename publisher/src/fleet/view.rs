@@ -148,6 +148,7 @@ impl Fleet {
             instances: list,
             holding_latest,
             convergence_ms,
+            sites: Vec::new(),
         }
     }
 

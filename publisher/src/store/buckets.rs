@@ -46,10 +46,10 @@ pub struct BucketOptions {
 }
 
 /// KV revisions kept per key (versions and rollback come from the history records, not these).
-const KV_HISTORY: i64 = 10;
+pub const KV_HISTORY: i64 = 10;
 /// Largest stored message: a value of up to 1 MiB plus its metadata, or a history record of a
 /// change set. The server's `max_payload` must be at least this (see `nats/`).
-const MAX_MESSAGE_BYTES: i32 = 8 * 1024 * 1024;
+pub const MAX_MESSAGE_BYTES: i32 = 8 * 1024 * 1024;
 
 /// Opens `bucket`, creating it when missing (`atomic`: with atomic batch publish enabled on its
 /// stream). Returns its stream's replica count.

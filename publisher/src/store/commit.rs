@@ -111,3 +111,25 @@ pub(super) fn materialisation(
     }
     Ok(messages)
 }
+
+/// The records that materialise `head`'s version, as (KV key, bytes; `None` for a deletion):
+/// exactly what the committer writes after the head. A backup that finds a head committed but
+/// not materialised completes it with these.
+pub fn materialised_records(
+    ns: &Namespace,
+    env: &Environment,
+    head: &HeadRecord,
+) -> Result<Vec<(String, Option<Bytes>)>, StoreError> {
+    let prefix = kv_subject(CONFIG_BUCKET, "");
+    Ok(materialisation(ns, env, head, None)?
+        .into_iter()
+        .map(|m| {
+            let key = m
+                .subject
+                .strip_prefix(&prefix)
+                .unwrap_or(&m.subject)
+                .to_owned();
+            (key, (!m.deleted).then_some(m.payload))
+        })
+        .collect())
+}

@@ -31,8 +31,8 @@ mod records;
 mod state;
 mod watched;
 
-pub use buckets::{ensure_bucket, BucketOptions, Store};
-pub use commit::Commit;
+pub use buckets::{ensure_bucket, BucketOptions, Store, KV_HISTORY, MAX_MESSAGE_BYTES};
+pub use commit::{materialised_records, Commit};
 pub use error::StoreError;
 pub use proposals::Stored;
 pub use records::parse_schema;

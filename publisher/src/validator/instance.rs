@@ -50,6 +50,8 @@ pub struct Validator {
     pub limits: RateLimits,
     /// Data keys of sensitive values.
     pub vault: Vault,
+    /// The lag of the watched site replicas.
+    pub sites: crate::site::lag::SiteLags,
 }
 
 impl Validator {

@@ -44,6 +44,8 @@ pub struct ValidatorConfig {
     pub rate_limit: Option<crate::access::limits::RateLimit>,
     /// Burst of the rate limit (None: the limit's count).
     pub rate_burst: Option<std::num::NonZeroU32>,
+    /// JetStream domains of the site replicas whose lag this validator watches.
+    pub sites: Vec<String>,
 }
 
 /// Why the validator could not start or stopped.
@@ -113,6 +115,10 @@ pub async fn run(
     };
     let mut tasks = JoinSet::new();
     serve_endpoints(&validator, &service, &client, &stop_rx, &mut tasks).await?;
+    if !config.sites.is_empty() {
+        let sites = validator.sites.clone();
+        tasks.spawn(sites.run(client.clone(), config.sites.clone(), stop_rx.clone()));
+    }
     // The endpoints' subscriptions are written to the connection by its own task: until the
     // server has them, a request finds no responder. Ready means they are in (a flush is a
     // round trip after them); bounded, as with NATS gone a flush waits for the reconnect.
@@ -175,6 +181,7 @@ async fn open(
         audit,
         limits: RateLimits::new(config.rate_limit, config.rate_burst),
         vault,
+        sites: crate::site::lag::SiteLags::default(),
     })
 }
 

@@ -17,12 +17,16 @@
 //! - `security`: the shipped secure config: permission matrix, signed requests, the policy.
 //! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
 //! - `sensitive`: sensitive values sealed in KV, events, CLI and logs; clear in subscribers.
+//! - `sites`: a hub and a leaf-node site: changes reach the site's subscribers, the site serves
+//!   with the hub gone and catches up after, lag in `status`, a site credential cannot write.
+//! - `backup`: backup and restore into a fresh server; a damaged archive is refused.
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
 //! - `requests`: change requests: approvals bound to content, conflicts and rebase, the
 //!   emergency path, schedules with validators killed and restarted, audit and notices.
 
 mod abuse;
 mod audit;
+mod backup;
 mod change_path;
 mod commit_point;
 mod concurrency;
@@ -35,6 +39,7 @@ mod rollback;
 mod security;
 mod sensitive;
 mod service;
+mod sites;
 mod subscriber;
 mod validation;
 

@@ -95,9 +95,12 @@ pub async fn status(
     let (ns, env) = call.at.env()?;
     let head = validator.store.head(ns, env).await?;
     let (version, committed) = head.map_or((0, 0), |h| (h.version, h.meta.time_us));
-    Ok(validator
-        .fleet
-        .status(ns.as_str(), env.as_str(), version, committed, now_us()))
+    let mut status =
+        validator
+            .fleet
+            .status(ns.as_str(), env.as_str(), version, committed, now_us());
+    status.sites = validator.sites.snapshot();
+    Ok(status)
 }
 
 /// `schema-get`: the stored schema of a namespace.
