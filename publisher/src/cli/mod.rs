@@ -4,8 +4,8 @@
 
 pub mod args;
 pub mod audit;
-pub mod change_requests;
 pub mod backup;
+pub mod change_requests;
 pub mod commands;
 pub mod deploy;
 pub mod exit;

@@ -37,59 +37,8 @@ pub enum Request {
 /// The request of a request command, from local input only.
 pub fn build(command: Command, author: &str) -> Result<Request, CliError> {
     Ok(match command {
-        Command::Set {
-            namespace,
-            env,
-            key,
-            value,
-            change,
-        } => {
-            let value: Value = serde_json::from_str(&value).map_err(|e| {
-                CliError::Api(validation(&key, "json", format!("key {key:?}: value is not valid JSON ({e}); quote strings, e.g. '\"text\"'")))
-            })?;
-            let set = vec![KeyChange::set(key, value)];
-            Request::Change(change_request(
-                namespace,
-                env,
-                set,
-                change,
-                author,
-                ChangeSource::Cli,
-            ))
-        }
-        Command::Delete {
-            namespace,
-            env,
-            key,
-            change,
-        } => {
-            let delete = vec![KeyChange { key, value: None }];
-            Request::Change(change_request(
-                namespace,
-                env,
-                delete,
-                change,
-                author,
-                ChangeSource::Cli,
-            ))
-        }
-        Command::Apply {
-            file,
-            namespace,
-            env,
-            dry_run,
-            prune,
-            change,
-        } => {
-            let changes = read_config_file(&file)?
-                .into_iter()
-                .map(|(key, value)| KeyChange::set(key, value))
-                .collect();
-            let mut request =
-                change_request(namespace, env, changes, change, author, ChangeSource::Apply);
-            request.dry_run = dry_run;
-            request.replace = prune;
-            Request::Change(request)
+        Command::Set { .. } | Command::Delete { .. } | Command::Apply { .. } => {
+            Request::Change(change_command(command, author)?)
         }
         Command::Get {
             namespace,
@@ -135,6 +84,58 @@ pub fn build(command: Command, author: &str) -> Result<Request, CliError> {
             return Err(CliError::Local(
                 exit::INTERNAL,
                 "not a request command".into(),
+            ))
+        }
+    })
+}
+
+/// The change request of `set`, `delete` or `apply`.
+fn change_command(command: Command, author: &str) -> Result<ChangeRequest, CliError> {
+    Ok(match command {
+        Command::Set {
+            namespace,
+            env,
+            key,
+            value,
+            change,
+        } => {
+            let value: Value = serde_json::from_str(&value).map_err(|e| {
+                CliError::Api(validation(&key, "json", format!("key {key:?}: value is not valid JSON ({e}); quote strings, e.g. '\"text\"'")))
+            })?;
+            let set = vec![KeyChange::set(key, value)];
+            change_request(namespace, env, set, change, author, ChangeSource::Cli)
+        }
+        Command::Delete {
+            namespace,
+            env,
+            key,
+            change,
+        } => {
+            let delete = vec![KeyChange { key, value: None }];
+            change_request(namespace, env, delete, change, author, ChangeSource::Cli)
+        }
+        Command::Apply {
+            file,
+            namespace,
+            env,
+            dry_run,
+            prune,
+            change,
+        } => {
+            let changes = read_config_file(&file)?
+                .into_iter()
+                .map(|(key, value)| KeyChange::set(key, value))
+                .collect();
+            let mut request =
+                change_request(namespace, env, changes, change, author, ChangeSource::Apply);
+            request.dry_run = dry_run;
+            request.replace = prune;
+            request
+        }
+        _ => {
+            return Err(CliError::Local(
+                exit::INTERNAL,
+                "not a change command".into(),
             ))
         }
     })

@@ -198,10 +198,11 @@ async fn a_change_request_goes_through_every_state_and_amend_drops_approvals() {
         )
         .await;
     assert!(stranger.contains("approvers"), "{stranger}");
-    // Applying before approval is refused.
-    stack
+    // Applying before approval is refused, with the rule named.
+    let early = stack
         .refused("alice", &["requests", "apply", &id], exit::ACCESS_DENIED)
         .await;
+    assert!(early.contains("approval_required"), "{early}");
     let approved = stack
         .ok(
             "bob",
@@ -392,6 +393,7 @@ async fn a_conflict_at_apply_is_rebased_and_a_move_on_other_keys_still_applies()
         .refused("alice", &["requests", "apply", &second], exit::CONFLICT)
         .await;
     assert!(conflict.contains("http.retries"), "{conflict}");
+    assert!(conflict.contains("conflicting_change"), "{conflict}");
     let shown = stack.show(&second).await;
     assert_eq!(shown["conflicts"], serde_json::json!(["http.retries"]));
     assert_eq!(shown["request"]["state"], "approved");

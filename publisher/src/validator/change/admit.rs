@@ -4,7 +4,7 @@
 //! answered from the head, and `expected_version` is checked.
 
 use mycosynth_subscriber::wire::{
-    self, ApiError, ChangeOutcome, Environment, ErrorKind, Namespace,
+    self, ApiError, ChangeOutcome, Environment, ErrorKind, Namespace, Violation,
 };
 
 use super::inputs::Inputs;
@@ -113,12 +113,21 @@ pub fn expectation(order: &Order, state: &State, fresh: bool) -> Expectation {
             metrics::counter!("mycosynth_validator_rejections_total", "reason" => "conflict")
                 .increment(1);
             let version = state.version;
+            let violations = moved
+                .iter()
+                .map(|key| Violation {
+                    key: key.clone(),
+                    rule: "conflicting_change".into(),
+                    message: format!("changed since version {} (now {version})", base.version),
+                })
+                .collect();
             return Expectation::Refused(ApiError {
                 current_version: Some(version),
+                violations,
                 ..failure(
                     ErrorKind::Conflict,
                     format!(
-                        "keys changed since version {} (now {version}): {}; rebase the change request",
+                        "ConflictingChange: keys changed since version {} (now {version}): {}; rebase the change request",
                         base.version,
                         moved.join(", ")
                     ),

@@ -6,8 +6,8 @@
 //! the keys) when the keys it touches changed since its base.
 
 use mycosynth_subscriber::wire::{
-    Applied, ChangeOutcome, ErrorKind, ProposalId, ProposalKind, ProposalOutcome, ProposalRecord,
-    ProposalState,
+    ApiError, Applied, ChangeOutcome, ErrorKind, ProposalId, ProposalKind, ProposalOutcome,
+    ProposalRecord, ProposalState, Violation,
 };
 
 use super::records::{expire_if_due, not_pending, verdict, STEP_ATTEMPTS};
@@ -177,15 +177,31 @@ fn ready_to_apply(record: &ProposalRecord, now_us: i64) -> Result<(), Failure> {
     }
     match current.state {
         ProposalState::Approved => Ok(()),
-        ProposalState::Open => Err(failure(
-            ErrorKind::AccessDenied,
-            format!(
-                "change request {} needs {} approval(s) and has {} (insufficient approvers): it cannot be applied yet",
-                record.id,
-                record.required,
-                record.approved_by().len()
-            ),
-        )),
+        ProposalState::Open => {
+            let has = record.approved_by().len();
+            let rule = if has == 0 {
+                "ApprovalRequired"
+            } else {
+                "InsufficientApprovers"
+            };
+            let message = format!(
+                "{rule}: change request {} needs {} approval(s) and has {has}: it cannot be applied yet",
+                record.id, record.required
+            );
+            Err(ApiError {
+                violations: vec![Violation {
+                    key: record.id.clone(),
+                    rule: if has == 0 {
+                        "approval_required"
+                    } else {
+                        "insufficient_approvers"
+                    }
+                    .into(),
+                    message: format!("{} of {} approval(s)", has, record.required),
+                }],
+                ..failure(ErrorKind::AccessDenied, message)
+            })
+        }
         _ => Err(not_pending(&current)),
     }
 }
