@@ -271,15 +271,18 @@ async fn ten_percent_hold_the_candidate_then_promote_is_one_version() {
         .expect("history");
     let sets = history["change_sets"].as_array().expect("change sets");
     assert_eq!(sets.len(), 2, "base + the promotion: {history}");
-    let reason = sets
+    let promotion = sets
         .iter()
         .find(|s| s["version"] == json!(version))
-        .expect("promoted")["meta"]["reason"]
-        .clone();
+        .expect("promoted");
     assert!(
-        reason.as_str().unwrap_or_default().contains(&record.id),
-        "{reason}"
+        promotion["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&record.id),
+        "{promotion}"
     );
+    assert_eq!(promotion["request_id"], json!(record.id), "{promotion}");
 }
 
 /// A canary whose own check refuses the candidate aborts the rollout by itself.
