@@ -467,8 +467,7 @@ impl SubscriberBuilder {
                 receipt_subject(&shared.namespace, &shared.environment),
                 identity,
                 self.heartbeat,
-                Arc::clone(&shared.health),
-                Arc::clone(&shared.canary),
+                (Arc::clone(&shared.health), Arc::clone(&shared.canary)),
                 rx,
                 shutdown_rx.clone(),
             );

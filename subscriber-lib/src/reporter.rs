@@ -77,8 +77,7 @@ pub(crate) fn spawn_reporter(
     subject: String,
     identity: Receipt,
     interval: Duration,
-    health: Arc<Health>,
-    canary: Arc<crate::rollout::Canary>,
+    (health, canary): (Arc<Health>, Arc<crate::rollout::Canary>),
     mut state: watch::Receiver<ReportState>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
