@@ -24,6 +24,8 @@ def validator(key):
                       "mycosynth.events.>", "mycosynth.schema.>", "mycosynth.audit.>", "$SRV.>",
                       # The notice of each change-request step.
                       "mycosynth.requests.>",
+                      # The notice of each rollout step (the record).
+                      "mycosynth.rollouts.>",
                       # Change requests forwarded to the instance that owns their namespace.
                       "mycosynth.api.direct.>",
                       # Lag probes of the sites' config mirrors (`serve --site`).
@@ -88,6 +90,8 @@ def service(key, ns):
             f"mycosynth.receipts.*.{ns}",
         ]},
         "subscribe": {"allow": [f"mycosynth.events.*.{ns}", f"mycosynth.schema.{ns}",
+                                # Rollout notices of its namespace (the candidate to serve).
+                                f"mycosynth.rollouts.*.{ns}",
                                 # At a site: the heads and schemas its mirrors republish.
                                 f"mycosynth.site.heads.*.{ns}", f"mycosynth.site.schemas.{ns}",
                                 f"_INBOX_{key}.>"]},
