@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use mycosynth_subscriber::wire::{
-    ErrorKind, RolloutActionRequest, RolloutOutcome, RolloutStartRequest, RolloutState,
+    ApiError, ErrorKind, RolloutActionRequest, RolloutOutcome, RolloutStartRequest, RolloutState,
+    Violation,
 };
 
 use super::Call;
@@ -18,6 +19,26 @@ pub async fn start(
     request: RolloutStartRequest,
 ) -> Result<RolloutOutcome, Failure> {
     let (ns, env) = call.at.env()?;
+    // No side door around approvals: where changes need them, only an approved change
+    // request may be rolled out.
+    let required = call
+        .caller
+        .approval_rule(ns.as_str(), env.as_str())
+        .map_or(0, |r| r.approvals);
+    if required > 0 && request.change_request.is_none() {
+        return Err(ApiError {
+            kind: ErrorKind::AccessDenied,
+            message: format!(
+                "ApprovalRequired: changes to {ns}/{env} need {required} approval(s); propose the change (--propose) and roll out the approved request (rollout start --request ID)"
+            ),
+            violations: vec![Violation {
+                key: format!("{ns}/{env}"),
+                rule: "approval_required".into(),
+                message: format!("0 of {required} approval(s)"),
+            }],
+            current_version: None,
+        });
+    }
     let author = call.caller.author(request.author.clone());
     let record = validator.start_rollout(ns, env, author, request).await?;
     validator.rollout_outcome(ns, env, Some(record)).await
