@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::args::parse_duration;
-
 /// Where a rollout command applies.
 #[derive(Debug, Args)]
 pub struct RolloutAt {
@@ -66,8 +64,8 @@ pub struct RolloutStart {
     #[arg(long, default_value = "1,10%,50%,100%")]
     pub steps: String,
     /// How long each step bakes (e.g. 30s, 2m).
-    #[arg(long, value_parser = parse_duration, default_value = "2m")]
-    pub bake: u64,
+    #[arg(long, default_value = "2m")]
+    pub bake: String,
     /// Abort by itself on a regression, any rejection, or canaries going silent.
     #[arg(long)]
     pub auto_rollback: bool,

@@ -9,6 +9,7 @@ use mycosynth_subscriber::wire::{
 };
 use serde_json::Value;
 
+use super::args::parse_duration;
 use super::exit::CliError;
 use super::output;
 use super::requests::{read_config_file, validation};
@@ -18,6 +19,8 @@ use crate::client::ApiClient;
 /// Builds the start request from the command line; bad input fails here, with nothing sent.
 pub fn start_request(args: RolloutStart, author: &str) -> Result<RolloutStartRequest, CliError> {
     let steps = parse_steps(&args.steps).map_err(|m| validation("steps", "steps", m))?;
+    let bake_s = parse_duration(&args.bake)
+        .map_err(|m| validation("bake", "duration", format!("--bake {:?}: {m}", args.bake)))?;
     for rule in &args.health {
         HealthRule::parse(rule).map_err(|m| validation("health", "health_rule", m))?;
     }
@@ -71,7 +74,7 @@ pub fn start_request(args: RolloutStart, author: &str) -> Result<RolloutStartReq
         changes,
         change_request: args.change_request,
         steps,
-        bake_s: args.bake,
+        bake_s,
         auto_rollback: args.auto_rollback,
         health: args.health,
         target,
