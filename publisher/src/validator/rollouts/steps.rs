@@ -10,8 +10,8 @@ use mycosynth_subscriber::wire::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::access::envelope::{ChangedKey, Envelope, Requester};
-use crate::clock::{meta_time, now_us};
+use crate::access::envelope::{ChangedKey, Envelope};
+use crate::clock::now_us;
 use crate::failure::{failure, invalid, Failure};
 use crate::store::{StoreError, StoredRollout};
 use crate::validator::change::{Attribution, Base, Intent, Order};
@@ -329,16 +329,8 @@ impl Validator {
                 .collect(),
             ..Envelope::default()
         };
-        let requester = Requester {
-            identity: format!("validator:{}", self.affinity.own()),
-            verified: true,
-        };
         let reply = serde_json::to_vec(&serde_json::json!({"ok": {"rollout": record.id, "state": record.state, "step": record.step}})).unwrap_or_default();
-        let entry = crate::audit::entry::draft(action, &requester, &envelope, &reply, meta_time());
-        if let Err(err) = self.audit.append(entry).await {
-            metrics::counter!("mycosynth_audit_failures_total").increment(1);
-            tracing::error!(action, error = %err, "could not record the rollout's step in the audit log");
-        }
+        self.audit_own(action, &envelope, &reply).await;
     }
 }
 
