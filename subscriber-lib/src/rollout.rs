@@ -117,6 +117,11 @@ struct Follower {
 }
 
 impl Follower {
+    /// Whether stable's moves matter: a live rollout, or a candidate still served.
+    fn live(&self) -> bool {
+        self.built.is_some() || self.record.as_ref().is_some_and(|r| r.state.is_live())
+    }
+
     /// Takes `record` if it is newer than the one held.
     fn offer(&mut self, record: RolloutRecord) {
         let ours = record.namespace == self.shared.namespace.as_str()
@@ -250,7 +255,8 @@ pub(crate) fn spawn_follower(
                     }
                     None => break,
                 },
-                changed = versions.changed() => if changed.is_err() { break },
+                // Only while a rollout is live here: otherwise a change costs this task nothing.
+                changed = versions.changed(), if follower.live() => if changed.is_err() { break },
                 _ = reread.tick() => {
                     if let Some(record) = read(&js, &shared).await {
                         follower.offer(record);
