@@ -149,12 +149,12 @@ echo "==> mycosynth audit verify   (the hash chain of the audit log)"
 echo "==> mycosynth backup (as nats-admin): one checksummed archive, data keys encrypted with backup.key"
 head -c 32 /dev/urandom | base64 > "$work/backup.key"
 MYCOSYNTH_NKEY_FILE="$creds/nats-admin.nk" "$bin" backup "$work/cluster.myco" --key-file "$work/backup.key"
-port2=$((port + 1))
+port2="$(free_port)"
 sed -e "s|127.0.0.1:$port|127.0.0.1:$port2|" -e "s|$work/jetstream|$work/jetstream-restored|" \
   "$work/nats.conf" > "$work/nats-restored.conf"
 "$nats_server" -c "$work/nats-restored.conf" > "$work/nats-restored.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "Server is ready" "$work/nats-restored.log" && break; sleep 0.1; done
+wait_for "the second nats-server" "$work/nats-restored.log" "Server is ready" "$!"
 echo "==> a flipped byte: the archive is refused before anything is written (exit code 13)"
 cp "$work/cluster.myco" "$work/damaged.myco"
 printf '\x00' | dd of="$work/damaged.myco" bs=1 seek=100 conv=notrunc status=none
@@ -164,9 +164,9 @@ echo "==> mycosynth restore into a fresh server (as nats-admin, before any valid
 MYCOSYNTH_NKEY_FILE="$creds/nats-admin.nk" "$bin" --nats-url "nats://127.0.0.1:$port2" \
   restore "$work/cluster.myco" --key-file "$work/backup.key"
 MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" --nats-url "nats://127.0.0.1:$port2" \
-  serve --http 127.0.0.1:19465 --auth signed > "$work/validator-restored.log" 2>&1 &
+  serve --http "127.0.0.1:$(free_port)" --auth signed > "$work/validator-restored.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "ready" "$work/validator-restored.log" && break; sleep 0.1; done
+wait_for "the restored cluster's validator" "$work/validator-restored.log" "ready" "$!"
 echo "==> the restored cluster: same history, and the audit chain continues"
 "$bin" --nats-url "nats://127.0.0.1:$port2" history payment-service production --limit 3
 "$bin" --nats-url "nats://127.0.0.1:$port2" audit verify
