@@ -31,6 +31,7 @@ pub mod policy;
 pub mod schema;
 pub mod schema_docs;
 pub mod service;
+pub mod sidecar;
 pub mod store;
 pub mod validate;
 pub mod vault;

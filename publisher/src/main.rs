@@ -86,6 +86,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Sidecar(args) => cli::sidecar::main(&cli, args).await,
         _ => {
             let filter =
                 EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));

@@ -222,6 +222,9 @@ pub enum Command {
     },
     /// List audit records (every request the validator handled), or `audit verify` the chain.
     Audit(AuditArgs),
+    /// Serve one namespace/environment's config over HTTP to applications in any language:
+    /// the runtime API, a change stream (Server-Sent Events) and OpenFeature (OFREP).
+    Sidecar(crate::cli::sidecar::SidecarArgs),
 }
 
 /// Which files of a repository a command acts on.

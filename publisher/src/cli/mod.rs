@@ -7,6 +7,7 @@ pub mod commands;
 pub mod exit;
 pub mod gitops;
 pub mod identity;
+pub mod sidecar;
 
 pub use args::Cli;
 pub use commands::run;
