@@ -18,6 +18,8 @@
 //! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
 //! - `sensitive`: sensitive values sealed in KV, events, CLI and logs; clear in subscribers.
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
+//! - `sidecar`: `mycosynth sidecar` over HTTP: runtime API and 304s, the change stream and its
+//!   resume, OFREP, health, bad input, a slow stream client.
 
 mod abuse;
 mod audit;
@@ -32,6 +34,7 @@ mod rollback;
 mod security;
 mod sensitive;
 mod service;
+mod sidecar;
 mod subscriber;
 mod validation;
 
