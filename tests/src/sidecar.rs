@@ -387,10 +387,41 @@ fn read_events(mut reader: BufReader<TcpStream>, tx: mpsc::Sender<Sse>) {
     }
 }
 
-/// A client that sends the request and then never reads: its socket buffers fill and the
-/// sidecar's queue for it with them.
+/// A client that sends the request and then never reads, with a receive buffer of a few KiB
+/// (set before connecting, so the window never grows): the sidecar's socket buffer fills,
+/// then its queue for this client.
 pub fn stalled_client(addr: &str, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).expect("connect");
+    use std::os::fd::FromRawFd;
+    let target: std::net::SocketAddrV4 = addr.parse().expect("an IPv4 address");
+    // SAFETY: a fresh socket this function owns (handed to TcpStream, which closes it); the
+    // option and address structs live across the calls that read them.
+    let mut stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket");
+        let size: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let sockaddr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: target.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*target.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let connected = libc::connect(
+            fd,
+            (&sockaddr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connect");
+        TcpStream::from_raw_fd(fd)
+    };
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
     stream
 }

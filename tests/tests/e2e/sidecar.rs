@@ -395,6 +395,14 @@ async fn ofrep_evaluates_flags_and_answers_304_on_bulk() {
     assert!(changed.body.contains(r#""value":25"#), "{}", changed.body);
 }
 
+type BadBody = (
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
 #[tokio::test]
 async fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
     let nats = NatsServer::start();
@@ -409,7 +417,8 @@ async fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
     .await;
     let sidecar = SidecarProcess::serving(&url, "shop", "prod", &["--max-body", "1024"]);
     let flag = "/ofrep/v1/evaluate/flags/limits.max_items";
-    let cases: [(&str, Option<&str>, Vec<u8>, u16, &str); 5] = [
+    // (what, content type, body, status, OFREP error code)
+    let cases: [BadBody; 5] = [
         (
             "malformed JSON",
             Some("application/json"),
