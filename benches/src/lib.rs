@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 pub mod etcd;
 pub mod paths;
 pub mod reads;
+pub mod sidecar;
 
 /// A nats-server and a validator serving it; both stop on drop.
 pub struct Stack {

@@ -15,6 +15,7 @@ use crate::{free_port, metric_sum, mycosynth_bin, LineTap};
 pub struct SidecarProcess {
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     port: u16,
     log: Option<LineTap>,
 }
@@ -23,6 +24,16 @@ impl SidecarProcess {
     /// Starts `mycosynth --nats-url URL sidecar NS ENV --listen 127.0.0.1:<free> EXTRA...` and
     /// waits until it listens (not until it serves: see [`SidecarProcess::wait_serving`]).
     pub fn start(nats_url: &str, namespace: &str, env: &str, extra: &[&str]) -> SidecarProcess {
+        SidecarProcess::start_with_env(nats_url, (namespace, env), extra, &[])
+    }
+
+    /// [`SidecarProcess::start`] with environment variables (e.g. [`crate::identity_env`]).
+    pub fn start_with_env(
+        nats_url: &str,
+        (namespace, env): (&str, &str),
+        extra: &[&str],
+        vars: &[(String, String)],
+    ) -> SidecarProcess {
         let port = free_port();
         let mut args: Vec<String> = ["--nats-url", nats_url, "sidecar", namespace, env]
             .iter()
@@ -33,6 +44,7 @@ impl SidecarProcess {
         let mut sidecar = SidecarProcess {
             child: None,
             args,
+            env: vars.to_vec(),
             port,
             log: None,
         };
@@ -50,6 +62,9 @@ impl SidecarProcess {
     fn launch(&mut self) {
         let mut child = Command::new(mycosynth_bin())
             .args(&self.args)
+            .env_remove("MYCOSYNTH_NKEY")
+            .env_remove("MYCOSYNTH_NKEY_FILE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -118,6 +133,23 @@ impl SidecarProcess {
     /// The PID.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILLs it and reaps it.
