@@ -124,13 +124,16 @@ pub async fn run(api: &ApiClient, url: &str, samples: u64) -> Figures {
     if wrk {
         for connections in [1u32, 64] {
             // In turn, so both see the same moments of the machine.
-            bare_get.push(load(bare, "/constant", connections));
-            sidecar_get.push(load(addr, KEY_PATH, connections));
+            bare_get.push(load(bare, "/constant", connections).await);
+            sidecar_get.push(load(addr, KEY_PATH, connections).await);
         }
     } else {
         eprintln!("wrk not found (benches/provision.sh installs it): no GET figures");
     }
-    let python_ns = python_get(addr);
+    // The servers run on this runtime: the load and the Python process are waited for off it.
+    let python_ns = tokio::task::spawn_blocking(move || python_get(addr))
+        .await
+        .unwrap_or(Value::Null);
     let (sse, rust) = change_to_event(api, url, addr, samples).await;
     let _ = stop.send(());
     Figures {
@@ -196,9 +199,16 @@ fn wrk_available() -> bool {
     Command::new("wrk").arg("--version").output().is_ok()
 }
 
-/// wrk for 5 s (after 1 s of warm-up) with `connections` keep-alive connections.
-fn load(addr: SocketAddr, path: &str, connections: u32) -> Load {
+/// wrk for 5 s (after 1 s of warm-up) with `connections` keep-alive connections, waited for
+/// on a blocking thread (the servers under load run on this runtime).
+async fn load(addr: SocketAddr, path: &str, connections: u32) -> Load {
     let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || wrk(&url, connections))
+        .await
+        .unwrap_or_else(|_| parse_wrk("", connections))
+}
+
+fn wrk(url: &str, connections: u32) -> Load {
     let threads = connections.min(2).to_string();
     let run = |seconds: &str| {
         Command::new("wrk")

@@ -2,6 +2,7 @@
 //! and request metrics. Handlers hold none of it.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -9,6 +10,7 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use metrics::{Counter, Histogram};
 
 use super::{SidecarConfig, SidecarError};
 
@@ -89,34 +91,31 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-/// `routes` inside the layers.
-pub fn wrap(routes: Router, limits: Limits) -> Router {
+/// `routes` (whose paths are `paths`) inside the layers.
+pub fn wrap(routes: Router, paths: &[&'static str], limits: Limits) -> Router {
     routes
-        .route_layer(middleware::from_fn(measure))
+        .route_layer(middleware::from_fn_with_state(Meters::new(paths), measure))
         .layer(DefaultBodyLimit::max(limits.max_body))
-        .layer(middleware::from_fn(headers))
-        .layer(middleware::from_fn_with_state(limits.hosts, check_host))
+        .layer(middleware::from_fn_with_state(limits.hosts, guard))
 }
 
-async fn check_host(State(hosts): State<HostPolicy>, request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
-    if hosts.allows(host.as_deref()) {
-        return next.run(request).await;
-    }
-    tracing::warn!(
-        host,
-        "refused a request for a host this sidecar does not answer for"
-    );
-    SidecarError::HostRefused(host.unwrap_or_default()).into_response()
-}
-
-/// Config is read through revalidation (ETags), never from a stale cache; bodies are JSON or
-/// event streams, never sniffed as anything else.
-async fn headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+/// The `Host` check, then the headers of every answer: config is read through revalidation
+/// (ETags), never from a stale cache; bodies are JSON or event streams, never sniffed as
+/// anything else.
+async fn guard(State(hosts): State<HostPolicy>, request: Request, next: Next) -> Response {
+    let host = request.headers().get(header::HOST).map(|h| h.to_str());
+    let mut response = match host {
+        None => next.run(request).await,
+        Some(Ok(host)) if hosts.allows(Some(host)) => next.run(request).await,
+        Some(host) => {
+            let host = host.unwrap_or("(not text)").to_owned();
+            tracing::warn!(
+                host,
+                "refused a request for a host this sidecar does not answer for"
+            );
+            SidecarError::HostRefused(host).into_response()
+        }
+    };
     let headers = response.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -128,21 +127,52 @@ async fn headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// `mycosynth_sidecar_requests_total{route, status}` and
+/// The request metrics' handles, registered once per route rather than looked up by name and
+/// labels on every request (that lookup cost more than the handlers' own work).
+#[derive(Clone)]
+pub struct Meters(Arc<[RouteMeters]>);
+
+struct RouteMeters {
+    route: &'static str,
+    duration: Histogram,
+    /// By status class: 1xx to 5xx.
+    requests: [Counter; 5],
+}
+
+impl Meters {
+    fn new(routes: &[&'static str]) -> Meters {
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        let meters = routes
+            .iter()
+            .map(|&route| RouteMeters {
+                route,
+                duration: metrics::histogram!("mycosynth_sidecar_request_duration_seconds", "route" => route),
+                requests: CLASSES.map(|status| {
+                    metrics::counter!("mycosynth_sidecar_requests_total", "route" => route, "status" => status)
+                }),
+            })
+            .collect();
+        Meters(meters)
+    }
+}
+
+/// `mycosynth_sidecar_requests_total{route, status}` (status by class, `2xx`...) and
 /// `mycosynth_sidecar_request_duration_seconds{route}` (to the response's head; a change
 /// stream is counted when it starts).
-async fn measure(request: Request, next: Next) -> Response {
+async fn measure(State(meters): State<Meters>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map(MatchedPath::as_str);
+    let meter = route.and_then(|route| meters.0.iter().find(|m| m.route == route));
+    let Some(meter) = meter else {
+        return next.run(request).await;
+    };
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::histogram!("mycosynth_sidecar_request_duration_seconds", "route" => route.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("mycosynth_sidecar_requests_total", "route" => route, "status" => status)
-        .increment(1);
+    meter.duration.record(started.elapsed().as_secs_f64());
+    let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
+    meter.requests[class].increment(1);
     response
 }
 

@@ -243,7 +243,9 @@ pub async fn run(
         served = &mut server => return served.map_err(|e| StartError::Listen { addr: bound, message: e.to_string() }),
         () = &mut shutdown => return Ok(()),
     };
-    let broadcast = tokio::spawn(broadcaster.run(Arc::clone(&sidecar), subscriber, stopped));
+    let broadcast =
+        tokio::spawn(broadcaster.run(Arc::clone(&sidecar), subscriber, stopped.clone()));
+    tokio::spawn(upkeep(sidecar.metrics.clone(), stopped));
     tokio::select! {
         served = &mut server => served.map_err(|e| StartError::Listen { addr: bound, message: e.to_string() })?,
         () = &mut shutdown => {
@@ -254,6 +256,18 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Folds recorded histogram samples into their buckets every few seconds: the recorder keeps
+/// every sample until then, which without a scrape would grow with every request.
+async fn upkeep(metrics: PrometheusHandle, mut stopped: signal::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = every.tick() => metrics.run_upkeep(),
+        }
+    }
 }
 
 /// Connects the one subscriber and publishes it to the handlers.
@@ -284,24 +298,34 @@ async fn start_subscriber(
     Ok(subscriber)
 }
 
+/// The paths served (the metrics' `route` label).
+const ROUTES: [&str; 8] = [
+    "/v1/config",
+    "/v1/config/{namespace}/{environment}",
+    "/v1/config/{namespace}/{environment}/{key}",
+    "/v1/watch/{namespace}/{environment}",
+    "/ofrep/v1/evaluate/flags",
+    "/ofrep/v1/evaluate/flags/{key}",
+    "/health",
+    "/metrics",
+];
+
 /// Every route, inside the layers.
 pub fn router(sidecar: Arc<Sidecar>, limits: layers::Limits) -> Router {
+    let [served, all, key, watch, bulk, single, health_path, metrics_path] = ROUTES;
     let routes = Router::new()
-        .route("/v1/config", get(runtime::served))
-        .route("/v1/config/{namespace}/{environment}", get(runtime::all))
-        .route(
-            "/v1/config/{namespace}/{environment}/{key}",
-            get(runtime::key),
-        )
-        .route("/v1/watch/{namespace}/{environment}", get(watch::stream))
-        .route("/ofrep/v1/evaluate/flags", post(ofrep::bulk))
-        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::single))
-        .route("/health", get(health))
-        .route("/metrics", get(render_metrics))
+        .route(served, get(runtime::served))
+        .route(all, get(runtime::all))
+        .route(key, get(runtime::key))
+        .route(watch, get(watch::stream))
+        .route(bulk, post(ofrep::bulk))
+        .route(single, post(ofrep::single))
+        .route(health_path, get(health))
+        .route(metrics_path, get(render_metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(|| async { SidecarError::Method })
         .with_state(sidecar);
-    layers::wrap(routes, limits)
+    layers::wrap(routes, &ROUTES, limits)
 }
 
 async fn no_route(uri: axum::http::Uri) -> SidecarError {
