@@ -66,7 +66,7 @@ async fn main() {
             .expect("api"),
     );
 
-    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar`
+    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|sites|backup`
     // runs one part, to look at (or `perf record -p <validator pid>`) while working; no report.
     let only = std::env::args()
         .skip_while(|a| a != "--only")
@@ -96,6 +96,31 @@ async fn main() {
             let figures = mycosynth_benches::sidecar::run(&api, &url, 1000).await;
             println!();
             figures.rows().iter().for_each(|row| println!("{row}"));
+            println!("load average {}", mycosynth_benches::sites::load_average());
+            return;
+        }
+        // Sites: latency at the hub and at a leaf-node site, catch-up after hub outages of
+        // 10 s and 60 s; `sites-long`: after 5 minutes (about 7 minutes in all).
+        "sites" | "sites-long" => {
+            let outages: &[u64] = if only == "sites" { &[10, 60] } else { &[300] };
+            let outages: Vec<Duration> = outages.iter().map(|s| Duration::from_secs(*s)).collect();
+            mycosynth_benches::sites::report(1000, &outages).await;
+            return;
+        }
+        // Backup and restore of 100 namespaces x 1,000 keys x 100 versions (sizes from
+        // MYCOSYNTH_BACKUP_NAMESPACES, _KEYS, _VERSIONS).
+        "backup" => {
+            let size = |name: &str, default| mycosynth_benches::env_or(name, default);
+            let figures = mycosynth_benches::backup::run(
+                size("MYCOSYNTH_BACKUP_NAMESPACES", 100),
+                size("MYCOSYNTH_BACKUP_KEYS", 1000),
+                size("MYCOSYNTH_BACKUP_VERSIONS", 100),
+            )
+            .await;
+            println!(
+                "{figures}\nload average {}",
+                mycosynth_benches::sites::load_average()
+            );
             return;
         }
         "startup" => {
@@ -162,6 +187,11 @@ async fn main() {
     let durable = durable_propagation(&mut rows).await;
 
     let reads = reads_under_updates(&url, &api).await;
+    // Short by default: 300 samples and one 10 s outage; a small backup (`--only sites|backup`
+    // for the full ones).
+    let sites = mycosynth_benches::sites::report(300, &[Duration::from_secs(10)]).await;
+    let backup = mycosynth_benches::backup::run(10, 1000, 10).await;
+    println!("backup and restore, 10 namespaces x 1,000 keys x 10 versions: {backup}");
 
     println!("\n| path (µs) | p50 | p90 | p99 | p99.9 | max | n |\n|---|---|---|---|---|---|---|");
     for row in &rows {
@@ -243,6 +273,8 @@ async fn main() {
                 "p50_vs_etcd": ratio(hundred, &etcd["100"], "p50"), "p99_vs_etcd": ratio(hundred, &etcd["100"], "p99"),
             },
         },
+        "sites": sites,
+        "backup_10ns_1000keys_10versions": backup,
         "etcd_watch_us": etcd,
         "sidecar": sidecar,
         "propagation_durable_us": durable,

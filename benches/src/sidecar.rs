@@ -220,7 +220,7 @@ fn wrk(url: &str, connections: u32) -> Load {
                 "-d",
                 seconds,
                 "--latency",
-                &url,
+                url,
             ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

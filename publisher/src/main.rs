@@ -39,52 +39,7 @@ async fn run(cli: Cli) -> ExitCode {
             } else {
                 logs.init();
             }
-            let security = match cli::identity::security(&cli, args) {
-                Ok(security) => security,
-                Err(err) => return cli::exit::report(&err, false),
-            };
-            let config = mycosynth::service::ValidatorConfig {
-                security,
-                nats_url: cli.nats_url.clone(),
-                http_addr: Some(args.http),
-                require_schema: args.require_schema,
-                replicas: args.replicas,
-                fleet: mycosynth::fleet::FleetOptions {
-                    stale_after: std::time::Duration::from_secs_f64(
-                        args.stale_after.clamp(0.1, 86_400.0),
-                    ),
-                    expire_after: std::time::Duration::from_secs_f64(
-                        args.instance_expiry.clamp(0.1, 86_400.0),
-                    ),
-                },
-                rate_limit: args.rate_limit,
-                rate_burst: args.rate_burst,
-            };
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            let terminate = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut term) => {
-                        term.recv().await;
-                    }
-                    Err(_) => std::future::pending().await,
-                }
-            };
-            let stop = async move {
-                tokio::select! { _ = shutdown => {}, _ = terminate => {} }
-            };
-            match mycosynth::service::run(config, stop, |http| {
-                tracing::info!(http = ?http, "ready");
-            })
-            .await
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("mycosynth serve: {err}");
-                    ExitCode::from(cli::exit::UNAVAILABLE)
-                }
-            }
+            cli::serve::serve(&cli, args).await
         }
         Command::Sidecar(args) => cli::sidecar::main(&cli, args).await,
         _ => {

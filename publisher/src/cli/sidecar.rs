@@ -87,22 +87,9 @@ async fn run(cli: &Cli, args: &SidecarArgs) -> Result<(), CliError> {
         instance_id: args.instance_id.clone(),
         ..SidecarConfig::new(&args.namespace, &args.env)
     };
-    sidecar::run(config, stop_signal(), |addr| {
+    sidecar::run(config, super::serve::stop_signal(), |addr| {
         tracing::info!(%addr, "ready");
     })
     .await?;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! { _ = tokio::signal::ctrl_c() => {}, () = terminate => {} }
 }

@@ -204,7 +204,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let namespace = Namespace::new(config.namespace.clone())?;
     let environment = Environment::new(config.environment.clone())?;
-    let metrics = crate::http::install_metrics().map_err(StartError::Metrics)?;
+    let metrics = layers::install_metrics().map_err(StartError::Metrics)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError::Listen {

@@ -17,12 +17,16 @@
 //! - `security`: the shipped secure config: permission matrix, signed requests, the policy.
 //! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
 //! - `sensitive`: sensitive values sealed in KV, events, CLI and logs; clear in subscribers.
+//! - `sites`: a hub and a leaf-node site: changes reach the site's subscribers, the site serves
+//!   with the hub gone and catches up after, lag in `status`, a site credential cannot write.
+//! - `backup`: backup and restore into a fresh server; a damaged archive is refused.
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
 //! - `sidecar`: `mycosynth sidecar` over HTTP: runtime API and 304s, the change stream and its
 //!   resume, OFREP, health, bad input, a slow stream client.
 
 mod abuse;
 mod audit;
+mod backup;
 mod change_path;
 mod commit_point;
 mod concurrency;
@@ -35,6 +39,7 @@ mod security;
 mod sensitive;
 mod service;
 mod sidecar;
+mod sites;
 mod subscriber;
 mod validation;
 
@@ -156,7 +161,7 @@ pub async fn commit_bypassing_validator(
         .commit(&Commit {
             namespace: &namespace,
             environment: &environment,
-            head_expected: mycosynth::committer::HeadExpected::Revision(state.head_revision),
+            head_expected: mycosynth::store::committer::HeadExpected::Revision(state.head_revision),
             request_id: None,
             event: None,
             head: HeadRecord {
