@@ -28,9 +28,10 @@ PY
 fi
 
 client="$root/clients/python"
-stamp="$root/.tools/mycosynth-python.sha256"
+# The stamp lives in the venv, so a venv made anew gets the client again.
+stamp="$venv/mycosynth-python.sha256"
 sum="$(cd "$client" && find pyproject.toml README.md src -type f ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ] || ! "$venv/bin/python" -c 'import mycosynth' 2>/dev/null; then
   echo "installing the mycosynth Python client into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$client" >&2
   echo "$sum" >"$stamp"

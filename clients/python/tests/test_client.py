@@ -1,6 +1,7 @@
 """ConfigClient against a real sidecar, nats-server and validator."""
 
 import queue
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import pytest
 
 from mycosynth import ConfigClient
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_reads_come_from_the_copy_loaded_at_start(stack, namespace, make_sidecar):
@@ -99,14 +100,30 @@ def test_no_sidecar_is_a_clear_connection_error():
     assert time.monotonic() - started < 5
 
 
-def test_the_readme_example_runs_as_written(stack, namespace, make_sidecar):
+def readme_python(readme):
+    """The one ```python block of `readme`'s sidecar section."""
+    text = readme.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 1, f"{readme}: expected one python block, found {len(blocks)}"
+    return blocks[0]
+
+
+def test_the_readme_example_runs_as_written(stack, namespace, make_sidecar, tmp_path):
     stack.set(namespace, "database.pool_size", 50)
     stack.set(namespace, "feature.dark_mode", True)
     sidecar = make_sidecar(namespace)
-    example = EXAMPLES / "readme_example.py"
-    assert len(example.read_text().splitlines()) <= 10
+    readme = ROOT / "README.md"
+    section = readme.read_text().split("## Any language: the sidecar", 1)[1].split("\n## ", 1)[0]
+    example = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(example) == 1, "README.md's sidecar section holds one python block"
+    example = example[0]
+    assert len(example.splitlines()) <= 10
+    # The client's own README shows the same example.
+    assert readme_python(ROOT / "clients/python/README.md") == example
+    script = tmp_path / "readme_example.py"
+    script.write_text(example)
     done = subprocess.run(
-        [sys.executable, str(example)],
+        [sys.executable, str(script)],
         capture_output=True,
         text=True,
         timeout=60,

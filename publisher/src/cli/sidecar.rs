@@ -1,59 +1,14 @@
-//! `mycosynth sidecar NAMESPACE ENV`: its arguments, and the call into [`crate::sidecar`].
+//! `mycosynth sidecar NAMESPACE ENV`: its arguments become a [`SidecarConfig`], and it runs
+//! until SIGINT or SIGTERM.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
 use tracing_subscriber::EnvFilter;
 
-use super::args::Cli;
+use super::args::{Cli, SidecarArgs};
 use super::exit::{self, CliError};
 use crate::sidecar::{self, SidecarConfig};
-
-/// `mycosynth sidecar`
-#[derive(Debug, Args)]
-pub struct SidecarArgs {
-    /// Namespace served (the only one).
-    pub namespace: String,
-    /// Environment served (the only one).
-    pub env: String,
-    /// Address to listen on.
-    #[arg(
-        long,
-        env = "MYCOSYNTH_SIDECAR_LISTEN",
-        default_value = "127.0.0.1:8686"
-    )]
-    pub listen: SocketAddr,
-    /// Keep a last-known-good cache here, and start from it when NATS is down.
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Exit (code 7) when no config could be loaded within this many seconds; by default keep
-    /// trying, answering 503 on /health meanwhile.
-    #[arg(long)]
-    pub start_timeout: Option<f64>,
-    /// Seconds between heartbeats on the change stream.
-    #[arg(long, default_value_t = 15.0)]
-    pub heartbeat: f64,
-    /// Events a change-stream client may have waiting; one more and it is dropped (it
-    /// reconnects and gets the current state).
-    #[arg(long, default_value_t = 256)]
-    pub client_queue: usize,
-    /// Largest request body, in bytes (OFREP evaluation requests).
-    #[arg(long, default_value_t = 64 * 1024)]
-    pub max_body: usize,
-    /// A host name to answer for besides localhost and the listen address (repeatable; `*`:
-    /// any). On a loopback address other names are refused, against DNS rebinding.
-    #[arg(long = "allow-host", value_name = "NAME")]
-    pub allowed_hosts: Vec<String>,
-    /// This instance's id in the fleet view (`mycosynth status`).
-    #[arg(long)]
-    pub instance_id: Option<String>,
-    /// Log as JSON lines.
-    #[arg(long)]
-    pub log_json: bool,
-}
 
 /// Sets up logs, runs the sidecar until SIGINT or SIGTERM, and returns the exit code.
 pub async fn main(cli: &Cli, args: &SidecarArgs) -> ExitCode {

@@ -123,6 +123,17 @@ async fn runtime_endpoints_serve_values_with_their_source_and_answer_304() {
         (&served["namespace"], &served["watch"]),
         (&json!("shop"), &json!("/v1/watch/shop/prod"))
     );
+
+    // Requests are counted by route and status class: the 304 above, the 404s of keys.
+    let route = "route=\"/v1/config/{namespace}/{environment}";
+    assert!(
+        sidecar.metric(
+            "mycosynth_sidecar_requests_total",
+            &format!("{route}\",status=\"3xx\"")
+        ) >= 1.0
+    );
+    let key_route = format!("{route}/{{key}}\",status=\"4xx\"");
+    assert!(sidecar.metric("mycosynth_sidecar_requests_total", &key_route) >= 2.0);
 }
 
 fn wait_for_etag(
@@ -184,7 +195,13 @@ async fn health_is_503_until_the_first_snapshot_then_names_its_origin() {
     );
     assert!(health["staleness_ms"].as_u64().is_some());
 
-    // Without NATS, the restarted sidecar serves its last-known-good cache at once.
+    // Without NATS, the restarted sidecar serves its last-known-good cache at once (once the
+    // first one is written: the subscriber writes it off the updater's path).
+    let deadline = std::time::Instant::now() + WAIT;
+    while sidecar.metric("mycosynth_subscriber_cache_writes_total", "") < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no cache written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     proxy.cut();
     sidecar.restart();
     sidecar.wait_serving(WAIT);
