@@ -14,6 +14,7 @@ pub mod backup;
 pub mod etcd;
 pub mod paths;
 pub mod reads;
+pub mod schedules;
 pub mod sidecar;
 pub mod sites;
 

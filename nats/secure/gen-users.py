@@ -22,6 +22,8 @@ def validator(key):
             "allow": ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>",
                       f"$KV.{CONFIG}.>", f"$KV.{SCHEMAS}.>", f"$KV.{POLICY}.>", f"$KV.{KEYS}.>",
                       "mycosynth.events.>", "mycosynth.schema.>", "mycosynth.audit.>", "$SRV.>",
+                      # The notice of each change-request step.
+                      "mycosynth.requests.>",
                       # Change requests forwarded to the instance that owns their namespace.
                       "mycosynth.api.direct.>",
                       # Lag probes of the sites' config mirrors (`serve --site`).
@@ -62,7 +64,8 @@ def site(key, domain, hub, data_keys):
 def operator(key):
     return {
         "publish": {"allow": ["mycosynth.api.>"]},
-        "subscribe": {"allow": [f"_INBOX_{key}.>"]},
+        # Its replies, and the change-request notices (for the console and chat bots).
+        "subscribe": {"allow": [f"_INBOX_{key}.>", "mycosynth.requests.>"]},
     }
 
 

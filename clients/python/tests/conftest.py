@@ -119,8 +119,8 @@ class Stack:
         wait_until(lambda: http_status(f"http://127.0.0.1:{http}/health") == 200, 30, "validator")
         self.children: List[Process] = [self.nats, self.validator]
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, MYCOSYNTH_AUTHOR="pytest", NO_COLOR="1")
+    def cli(self, *args: str, author: str = "pytest") -> subprocess.CompletedProcess:
+        env = dict(os.environ, MYCOSYNTH_AUTHOR=author, NO_COLOR="1")
         done = subprocess.run(
             [self.bin, "--nats-url", self.nats_url, *args], capture_output=True, text=True, env=env
         )

@@ -1,5 +1,6 @@
 """ConfigClient against a real sidecar, nats-server and validator."""
 
+import json
 import queue
 import re
 import subprocess
@@ -62,12 +63,35 @@ def test_a_change_reaches_on_change(stack, namespace, make_sidecar):
         assert change.values == {"limits.max_items": 30}
         assert (change.version, change.previous_version) == (3, 2)
         assert (change.author, change.reason, change.cause) == ("pytest", "more room", "event")
+        assert (change.approved_by, change.change_request) == ((), None)
         # The callback runs after the change is applied: reads see it.
         assert config.get("limits.max_items") == 30 and config.version == 3
         stack.cli("delete", namespace, "prod", "feature.dark_mode")
         change = changes.get(timeout=10)
         assert change.deleted == ("feature.dark_mode",) and change.values == {}
         assert config.get("feature.dark_mode", default=None) is None
+
+
+def test_a_change_request_names_its_approvers_and_id(stack, namespace, make_sidecar):
+    stack.set(namespace, "limits.max_items", 20)
+    sidecar = make_sidecar(namespace)
+    changes = queue.Queue()
+    with ConfigClient(sidecar.url) as config:
+        config.on_change(changes.put)
+        wait_connected(config)
+        proposed = stack.cli(
+            "--json", "set", namespace, "prod", "limits.max_items", "25", "--propose",
+            "--reason", "reviewed", author="alice",
+        )
+        request = json.loads(proposed.stdout)["proposed"]
+        stack.cli(
+            "requests", "approve", request["id"], "--content-hash", request["content_hash"],
+            author="bob",
+        )
+        stack.cli("requests", "apply", request["id"], author="alice")
+        change = changes.get(timeout=10)
+        assert change.values == {"limits.max_items": 25}
+        assert (change.approved_by, change.change_request) == (("bob",), request["id"])
 
 
 def test_reads_keep_working_while_the_sidecar_is_killed_and_restarted(

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod audit;
 pub mod backup;
+pub mod change_requests;
 pub mod commands;
 pub mod deploy;
 pub mod exit;

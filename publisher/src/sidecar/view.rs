@@ -199,8 +199,10 @@ struct ChangeBody<'a> {
     author: &'a str,
     reason: &'a str,
     change_id: &'a str,
-    // Issue 21 adds `approved_by` to `ChangeNotice`; it joins here as
-    // `approved_by: &'a [String],` filled from `notice.approved_by` in `change_event`.
+    /// Who approved the change request it came from (empty: none needed, or a resync).
+    approved_by: &'a [String],
+    /// The change request it came from (`null`: a direct change, or a resync).
+    change_request: Option<&'a str>,
     committed_at_us: i64,
     applied_at_us: i64,
 }
@@ -298,6 +300,8 @@ pub fn change_event(
         author: &notice.author,
         reason: &notice.reason,
         change_id: &notice.change_id,
+        approved_by: &notice.approved_by,
+        change_request: notice.change_request.as_deref(),
         committed_at_us: notice.committed_at_us,
         applied_at_us: notice.applied_at_us,
     };

@@ -13,6 +13,7 @@ mod fleet;
 mod inherit;
 mod layout;
 mod names;
+mod proposals;
 mod records;
 mod schema_rules;
 mod sealed;
@@ -26,6 +27,7 @@ pub use fleet::*;
 pub use inherit::*;
 pub use layout::*;
 pub use names::*;
+pub use proposals::*;
 pub use records::*;
 pub use schema_rules::*;
 pub use sealed::*;
@@ -205,6 +207,8 @@ mod contract_tests {
             reason: "".into(),
             source: "cli".into(),
             committed_at_us: 1,
+            approved_by: vec!["bo".into()],
+            change_request: Some("r".into()),
         }
     }
 
@@ -218,7 +222,7 @@ mod contract_tests {
         assert_eq!(ChangeEvent::decode(&bytes).unwrap(), pinned_event());
     }
 
-    const PINNED_EVENT_HEX: &str = "61ffffffffffffff0100000031ffffffffffffff62ffffffffffffff000000000000000000000000010000006e73ffffffffffff70726f64ffffffff0000000002000000000000000100000000000000b0ffffff0200000063ffffffffffffff616cffffffffffffffffffffffffffff636c69ffffffffff0100000000000000";
+    const PINNED_EVENT_HEX: &str = "61ffffffffffffff0100000031ffffffffffffff62ffffffffffffff000000000000000000000000626fffffffffffff020000006e73ffffffffffff70726f64ffffffff0000000002000000000000000100000000000000a8ffffff0200000063ffffffffffffff616cffffffffffffffffffffffffffff636c69ffffffffff0100000000000000a0ffffff010000000100000072ffffffffffffff00000000";
 
     #[test]
     fn records_are_plain_json() {
@@ -232,6 +236,8 @@ mod contract_tests {
             git_commit: None,
             request_id: None,
             emergency: false,
+            approved_by: Vec::new(),
+            change_request: None,
         };
         let record = ValueRecord {
             value: serde_json::json!(50),
@@ -305,6 +311,7 @@ mod contract_tests {
             reason: String::new(),
             version: Some(1),
             change_id: None,
+            change_request: None,
             prev_hash: GENESIS_HASH.into(),
             hash: String::new(),
         };

@@ -1,15 +1,18 @@
 //! The sidecar (`mycosynth sidecar`) over real HTTP against real nats-server and validator
-//! processes: the runtime API, the change stream, OFREP, health, and bad input.
+//! processes: the runtime API, the change stream, OFREP, health, and bad input; on the secure
+//! config in [`secure`].
 
 use std::time::Duration;
 
 use mycosynth_testkit::sidecar::{
     http, stalled_client, write_schema, SidecarProcess, Sse, SseClient,
 };
-use mycosynth_testkit::{cli_as, identity_env, NatsServer, Proxy, Validator};
+use mycosynth_testkit::{NatsServer, Proxy, Validator};
 use serde_json::json;
 
 use crate::{api, run_cli, set_keys, stderr};
+
+mod secure;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -580,45 +583,5 @@ async fn a_slow_stream_client_is_dropped_and_delays_neither_others_nor_updates()
     assert_eq!(
         sidecar.get("/health").json()["change_stream_clients"],
         json!(1)
-    );
-}
-
-#[tokio::test]
-async fn a_sidecar_reads_what_its_nats_credentials_may_read() {
-    let nats = NatsServer::start_secure();
-    let url = nats.url();
-    let _validator = Validator::start_secure(&url, &[]);
-    for ns in ["payment-service", "inventory-service"] {
-        let out = cli_as(
-            &url,
-            Some("admin"),
-            &["set", ns, "production", "limits.max_items", "20"],
-        );
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-    let creds = identity_env("svc-payment-service");
-    let own = SidecarProcess::start_with_env(&url, ("payment-service", "production"), &[], &creds);
-    own.wait_serving(Duration::from_secs(30));
-    let value = own.get("/v1/config/payment-service/production/limits.max_items");
-    assert_eq!((value.status, &value.json()["value"]), (200, &json!(20)));
-
-    // The same identity for another namespace: the NATS server refuses its reads, so nothing
-    // is ever served, and with a start timeout the sidecar gives up with exit code 7.
-    let mut other = SidecarProcess::start_with_env(
-        &url,
-        ("inventory-service", "production"),
-        &["--start-timeout", "2"],
-        &creds,
-    );
-    assert_eq!(other.get("/health").status, 503);
-    assert_eq!(
-        other.get("/v1/config/inventory-service/production").status,
-        503
-    );
-    assert_eq!(
-        other.wait_exit(Duration::from_secs(30)),
-        Some(7),
-        "{:?}",
-        other.log_lines()
     );
 }

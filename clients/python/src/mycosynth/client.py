@@ -41,7 +41,10 @@ class Change:
     deleted: Tuple[str, ...] = ()
     author: str = ""
     reason: str = ""
+    #: Who approved the change request it came from (empty: none was needed).
     approved_by: Tuple[str, ...] = ()
+    #: The change request it came from (None: a direct change).
+    change_request: Optional[str] = None
     cause: str = "event"
     previous_version: int = 0
 
@@ -310,7 +313,8 @@ class ConfigClient:
             deleted=tuple(body.get("deleted", ())),
             author=body.get("author", ""),
             reason=body.get("reason", ""),
-            approved_by=tuple(body.get("approved_by", ())),
+            approved_by=tuple(body.get("approved_by") or ()),
+            change_request=body.get("change_request"),
             cause=body.get("cause", "event"),
         )
 
