@@ -159,11 +159,14 @@ curl -s "$sidecar/v1/config/payment-service/production/http.timeout_ms"; echo
 echo "==> OFREP: curl -X POST $sidecar/ofrep/v1/evaluate/flags/feature_flags.new_checkout"
 curl -s -X POST -H 'Content-Type: application/json' -d '{"context":{}}' \
   "$sidecar/ofrep/v1/evaluate/flags/feature_flags.new_checkout"; echo
-echo "==> the change stream (curl -N $sidecar/v1/watch/payment-service/production), then a change:"
+echo "==> the change stream (curl -N $sidecar/v1/watch/payment-service/production), then a change: its event names the approvers and the request"
 curl -sN "$sidecar/v1/watch/payment-service/production" > "$work/sse.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do grep -q "^event: state" "$work/sse.log" && break; sleep 0.1; done
-"$bin" set payment-service production http.timeout_ms 300 --reason "slower upstream"
+echo "    (mycosynth set payment-service production http.timeout_ms 300: a change request; alice approves; it applies)"
+id="$("$bin" --json set payment-service production http.timeout_ms 300 --reason "slower upstream" | opened)"
+alice requests approve "$id"
+"$bin" requests apply "$id"
 for _ in $(seq 50); do grep -q "^event: change" "$work/sse.log" && break; sleep 0.1; done
 grep -A1 "^event: change" "$work/sse.log" || echo "    (no change event seen; $work/sse.log holds the stream)"
 echo "==> the Python client (pip install ./clients/python into .tools/venv): ConfigClient().get"

@@ -4,23 +4,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
-
 use super::args::{Cli, SidecarArgs};
 use super::exit::{self, CliError};
 use crate::sidecar::{self, SidecarConfig};
 
-/// Sets up logs, runs the sidecar until SIGINT or SIGTERM, and returns the exit code.
-pub async fn main(cli: &Cli, args: &SidecarArgs) -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+/// Runs the sidecar until SIGINT or SIGTERM; returns the process exit code.
+pub async fn sidecar(cli: &Cli, args: &SidecarArgs) -> ExitCode {
     match run(cli, args).await {
         Ok(()) => ExitCode::from(exit::OK),
         Err(err) => exit::report(&err, false),

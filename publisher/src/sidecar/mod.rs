@@ -391,3 +391,22 @@ pub(crate) fn not_modified(headers: &HeaderMap, revision: &Revision) -> Option<R
         response
     })
 }
+
+/// A body of the revision served now (`pick` chooses it from the rendering), or 304 when
+/// `If-None-Match` names that revision.
+pub(crate) fn rendered_reply(
+    sidecar: &Sidecar,
+    headers: &HeaderMap,
+    pick: fn(&Rendered) -> &bytes::Bytes,
+) -> Result<Response, SidecarError> {
+    let subscriber = sidecar.subscriber()?;
+    if let Some(unchanged) = not_modified(headers, &Revision::of(subscriber)) {
+        return Ok(unchanged);
+    }
+    let rendered = sidecar.rendered()?;
+    Ok(json(
+        StatusCode::OK,
+        pick(&rendered).clone(),
+        Some(&rendered.revision),
+    ))
+}

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::error::OfrepError;
 use super::runtime::path;
 use super::view::{to_bytes, FlagBody, Revision};
-use super::{json, not_modified, Sidecar, SidecarError};
+use super::{json, rendered_reply, Sidecar, SidecarError};
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`: one flag; 404 `FLAG_NOT_FOUND` for a key without a
 /// value.
@@ -57,16 +57,9 @@ pub async fn bulk(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OfrepError> {
     evaluation_request(&sidecar, &headers, body)?;
-    let subscriber = sidecar.subscriber()?;
-    if let Some(unchanged) = not_modified(&headers, &Revision::of(subscriber)) {
-        return Ok(unchanged);
-    }
-    let rendered = sidecar.rendered()?;
-    Ok(json(
-        StatusCode::OK,
-        rendered.bulk.clone(),
-        Some(&rendered.revision),
-    ))
+    Ok(rendered_reply(&sidecar, &headers, |rendered| {
+        &rendered.bulk
+    })?)
 }
 
 /// Checks an evaluation request: a JSON object of at most the body limit whose `context`, if

@@ -10,7 +10,7 @@ use mycosynth_subscriber::wire::{ConfigKey, Environment, Namespace};
 use mycosynth_subscriber::ValueSource;
 
 use super::view::{to_bytes, KeyBody, Revision};
-use super::{json, not_modified, Sidecar, SidecarError};
+use super::{json, not_modified, rendered_reply, Sidecar, SidecarError};
 
 /// The path's parameters, or 400 for a path that cannot be read.
 pub(crate) fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, SidecarError> {
@@ -60,16 +60,7 @@ pub async fn all(
 ) -> Result<Response, SidecarError> {
     let (namespace, environment) = path(names)?;
     check_names(&sidecar, &namespace, &environment)?;
-    let subscriber = sidecar.subscriber()?;
-    if let Some(unchanged) = not_modified(&headers, &Revision::of(subscriber)) {
-        return Ok(unchanged);
-    }
-    let rendered = sidecar.rendered()?;
-    Ok(json(
-        StatusCode::OK,
-        rendered.config.clone(),
-        Some(&rendered.revision),
-    ))
+    rendered_reply(&sidecar, &headers, |rendered| &rendered.config)
 }
 
 /// `GET /v1/config/{ns}/{env}/{key}`: the value, where it came from, and the version; 404
