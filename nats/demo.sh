@@ -145,6 +145,37 @@ echo "==> mycosynth audit --namespace payment-service --limit 8   (every request
 echo "==> mycosynth audit verify   (the hash chain of the audit log)"
 "$bin" audit verify
 
+# --- issue 22: the HTTP sidecar and the Python client (docs/sidecar.md) --------------------
+sidecar_port="$(pick_port "sidecar" "${MYCOSYNTH_DEMO_SIDECAR_PORT:-}")"
+sidecar="http://127.0.0.1:$sidecar_port"
+echo "==> mycosynth sidecar payment-service production --listen 127.0.0.1:$sidecar_port   (as svc-payment-service: it reads what that identity may)"
+MYCOSYNTH_NKEY_FILE="$creds/svc-payment-service.nk" NO_COLOR=1 "$bin" sidecar payment-service production \
+  --listen "127.0.0.1:$sidecar_port" --cache-dir "$work/sidecar-cache" > "$work/sidecar.log" 2>&1 &
+pids+=($!)
+wait_for sidecar "$work/sidecar.log" "ready" "$!"
+for _ in $(seq 50); do curl -sf "$sidecar/health" > /dev/null && break; sleep 0.1; done
+echo "==> curl $sidecar/v1/config/payment-service/production/http.timeout_ms"
+curl -s "$sidecar/v1/config/payment-service/production/http.timeout_ms"; echo
+echo "==> OFREP: curl -X POST $sidecar/ofrep/v1/evaluate/flags/feature_flags.new_checkout"
+curl -s -X POST -H 'Content-Type: application/json' -d '{"context":{}}' \
+  "$sidecar/ofrep/v1/evaluate/flags/feature_flags.new_checkout"; echo
+echo "==> the change stream (curl -N $sidecar/v1/watch/payment-service/production), then a change: its event names the approvers and the request"
+curl -sN "$sidecar/v1/watch/payment-service/production" > "$work/sse.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do grep -q "^event: state" "$work/sse.log" && break; sleep 0.1; done
+echo "    (mycosynth set payment-service production http.timeout_ms 300: a change request; alice approves; it applies)"
+id="$("$bin" --json set payment-service production http.timeout_ms 300 --reason "slower upstream" | opened)"
+alice requests approve "$id"
+"$bin" requests apply "$id"
+for _ in $(seq 50); do grep -q "^event: change" "$work/sse.log" && break; sleep 0.1; done
+grep -A1 "^event: change" "$work/sse.log" || echo "    (no change event seen; $work/sse.log holds the stream)"
+echo "==> the Python client (pip install ./clients/python into .tools/venv): ConfigClient().get"
+python="$(./clients/python/provision.sh)"
+MYCOSYNTH_SIDECAR_URL="$sidecar" "$python" -c 'from mycosynth import ConfigClient
+with ConfigClient() as config:
+    print("http.timeout_ms =", config.get("http.timeout_ms"), "at version", config.version)'
+# --- end of issue 22 --------------------------------------------------------------------------
+
 # --- issue 26: backup and restore (docs/backup.md) ------------------------------------------
 echo "==> mycosynth backup (as nats-admin): one checksummed archive, data keys encrypted with backup.key"
 head -c 32 /dev/urandom | base64 > "$work/backup.key"

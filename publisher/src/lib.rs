@@ -1,7 +1,8 @@
 //! # mycosynth (the write path)
 //!
-//! The validator service ([`validator`]), which is the only writer of config, and the operator
-//! CLI ([`cli`]), which talks to it. Both binaries' `main` only parse arguments and call in here.
+//! The validator service ([`validator`]), which is the only writer of config, the operator
+//! CLI ([`cli`]), which talks to it, and the HTTP [`sidecar`] for applications in any language.
+//! Both binaries' `main` only parse arguments and call in here.
 //!
 //! The parts, lowest first (a part uses only parts above it in this list):
 //! - [`failure`], [`clock`]: the error every part answers with; the recorded time.
@@ -12,6 +13,8 @@
 //! - [`validator`]: the service: the endpoint table, the dispatcher, the change path.
 //! - [`site`]: read-only site replicas and their lag. [`backup`]: archives and restore.
 //! - [`client`]: the validator API's client. [`gitops`]: config as code (files, drift).
+//! - [`sidecar`]: one subscriber's snapshot over HTTP (runtime API, change stream, OFREP);
+//!   it uses no other part, only the subscriber crate.
 //! - [`cli`]: the commands.
 
 pub mod access;
@@ -23,6 +26,7 @@ pub mod clock;
 pub mod failure;
 pub mod fleet;
 pub mod gitops;
+pub mod sidecar;
 pub mod site;
 pub mod store;
 pub mod validate;

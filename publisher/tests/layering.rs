@@ -27,6 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("client", &["access", "failure", "validator"]),
     ("gitops", &["validate"]),
+    ("sidecar", &[]),
     (
         "cli",
         &[
@@ -38,6 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "failure",
             "fleet",
             "gitops",
+            "sidecar",
             "site",
             "store",
             "validate",

@@ -17,6 +17,7 @@ pub mod output;
 pub mod repository;
 pub mod requests;
 pub mod serve;
+pub mod sidecar;
 pub mod watch;
 
 pub use args::Cli;

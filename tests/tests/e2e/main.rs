@@ -23,6 +23,8 @@
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
 //! - `requests`: change requests: approvals bound to content, conflicts and rebase, the
 //!   emergency path, schedules with validators killed and restarted, audit and notices.
+//! - `sidecar`: `mycosynth sidecar` over HTTP: runtime API and 304s, the change stream and its
+//!   resume, OFREP, health, bad input, a slow stream client.
 
 mod abuse;
 mod audit;
@@ -39,6 +41,7 @@ mod rollback;
 mod security;
 mod sensitive;
 mod service;
+mod sidecar;
 mod sites;
 mod subscriber;
 mod validation;
