@@ -13,12 +13,15 @@
 //! - [`audit`]: the hash-chained audit log; [`caller`]: who sent a request; [`limits`]:
 //!   per-identity rate limits.
 //! - [`vault`]: sensitive values (data keys, sealing, redaction).
+//! - [`callout`]: the NATS auth callout (`mycosynth auth serve`) and the static `users.conf`,
+//!   from one definition of each identity kind's permissions.
 
 pub mod access;
 pub mod affinity;
 pub mod audit;
 pub mod auth;
 pub mod caller;
+pub mod callout;
 pub mod cli;
 pub mod client;
 pub mod committer;
@@ -60,7 +63,7 @@ pub async fn connect_with(
         std::time::Duration::from_secs(2),
     );
     credentials
-        .apply(async_nats::ConnectOptions::new())
+        .connect_options()
         .name(name)
         .connection_timeout(std::time::Duration::from_secs(3))
         .reconnect_delay_callback(move |attempt| match attempt {

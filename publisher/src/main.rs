@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mycosynth::cli::{self, args::Command, Cli};
+use mycosynth::cli::{self, args::AuthCommand, args::Command, Cli};
 use tracing_subscriber::EnvFilter;
 
 /// The validator builds and drops many small JSON values per change request; mimalloc serves
@@ -29,16 +29,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Serve(args) => {
-            let filter =
-                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-            let logs = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr);
-            if args.log_json {
-                logs.json().init();
-            } else {
-                logs.init();
-            }
+            service_logs(args.log_json);
             let security = match cli::identity::security(&cli, args) {
                 Ok(security) => security,
                 Err(err) => return cli::exit::report(&err, false),
@@ -60,21 +51,7 @@ async fn run(cli: Cli) -> ExitCode {
                 rate_limit: args.rate_limit,
                 rate_burst: args.rate_burst,
             };
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            let terminate = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut term) => {
-                        term.recv().await;
-                    }
-                    Err(_) => std::future::pending().await,
-                }
-            };
-            let stop = async move {
-                tokio::select! { _ = shutdown => {}, _ = terminate => {} }
-            };
-            match mycosynth::service::run(config, stop, |http| {
+            match mycosynth::service::run(config, stop_signal(), |http| {
                 tracing::info!(http = ?http, "ready");
             })
             .await
@@ -84,6 +61,13 @@ async fn run(cli: Cli) -> ExitCode {
                     eprintln!("mycosynth serve: {err}");
                     ExitCode::from(cli::exit::UNAVAILABLE)
                 }
+            }
+        }
+        Command::Auth(AuthCommand::Serve(args)) => {
+            service_logs(args.log_json);
+            match cli::auth::serve(&cli, args, stop_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => cli::exit::report(&err, false),
             }
         }
         _ => {
@@ -96,4 +80,34 @@ async fn run(cli: Cli) -> ExitCode {
             cli::run(cli).await
         }
     }
+}
+
+/// Logs of a long-running service (`serve`, `auth serve`): `info` unless `RUST_LOG` says
+/// otherwise, on stderr, as JSON lines if asked.
+fn service_logs(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
+/// Resolves at Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = interrupt => {}, _ = terminate => {} }
 }

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod audit;
+pub mod auth;
 pub mod commands;
 pub mod exit;
 pub mod gitops;
