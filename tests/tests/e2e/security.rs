@@ -37,7 +37,7 @@ fn policy_json() -> Value {
 }
 
 /// Runs the CLI as `identity` (None: without credentials) on a blocking thread.
-async fn run_as(url: &str, identity: Option<&str>, args: &[&str]) -> Output {
+pub(super) async fn run_as(url: &str, identity: Option<&str>, args: &[&str]) -> Output {
     let (url, identity) = (url.to_owned(), identity.map(str::to_owned));
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -64,7 +64,7 @@ pub(super) struct SecureStack {
     pub(super) _dir: tempfile::TempDir,
     pub(super) policy_file: String,
     /// The auth callout, in callout mode (dropped last: the server and validator go first).
-    pub(super) callout: Option<mycosynth_testkit::callout::Callout>,
+    pub(super) _callout: Option<mycosynth_testkit::callout::Callout>,
 }
 
 async fn secure_stack() -> SecureStack {
@@ -97,7 +97,7 @@ pub(super) async fn secure_stack_in(setup: AuthSetup) -> SecureStack {
         _validator: validator,
         _dir: dir,
         policy_file,
-        callout,
+        _callout: callout,
     }
 }
 
