@@ -11,7 +11,9 @@
 //! - reads from one and two threads while the snapshot changes 1,000 times a second;
 //! - throughput of accepted change sets (one and two validators; one and 100 namespaces);
 //! - startup with 10,000 keys, from NATS and from the last-known-good cache;
-//! - resident memory of a subscriber holding 10,000 keys and of a validator under load.
+//! - resident memory of a subscriber holding 10,000 keys and of a validator under load;
+//! - the auth callout: connection set-up through it against a static nkey, and the callouts
+//!   per second one instance answers when 1,000 clients connect at once (`src/callout.rs`).
 //!
 //! Latency figures keep one change in flight. Prints Markdown and writes
 //! target/bench/report.json.
@@ -55,6 +57,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks harness=false benches to list; nothing to list.
     }
+    if std::env::args().skip_while(|a| a != "--only").nth(1).as_deref() == Some("callout") {
+        mycosynth_benches::callout::run().await.print();
+        return;
+    }
     let nats = NatsServer::start();
     let url = nats.url();
     let validator = Validator::start(&url, &[]);
@@ -65,6 +71,7 @@ async fn main() {
     );
 
     // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup`
+    // (`--only callout`, above, needs no server of these)
     // runs one part, to look at (or `perf record -p <validator pid>`) while working; no report.
     let only = std::env::args()
         .skip_while(|a| a != "--only")
@@ -194,6 +201,9 @@ async fn main() {
     );
     println!("| validator process after the throughput runs | {validator_rss:.1} |");
 
+    let callout = mycosynth_benches::callout::run().await;
+    callout.print();
+
     let one = &propagation["1"];
     let hundred = &propagation["100"];
     // Null where a side was not measured (no etcd): a ratio of nothing is no figure.
@@ -230,6 +240,7 @@ async fn main() {
             },
         },
         "etcd_watch_us": etcd,
+        "auth_callout": callout,
         "propagation_durable_us": durable,
         "read_ns": {
             "under_1000_updates_per_s": {"one_thread": reads.0, "two_threads": reads.1},

@@ -9,6 +9,7 @@ use mycosynth::service::{self, ValidatorConfig};
 use mycosynth_testkit::NatsServer;
 use tokio::sync::oneshot;
 
+pub mod callout;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod paths;
