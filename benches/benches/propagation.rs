@@ -57,7 +57,12 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks harness=false benches to list; nothing to list.
     }
-    if std::env::args().skip_while(|a| a != "--only").nth(1).as_deref() == Some("callout") {
+    if std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .as_deref()
+        == Some("callout")
+    {
         mycosynth_benches::callout::run().await.print();
         return;
     }

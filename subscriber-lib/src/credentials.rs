@@ -167,6 +167,10 @@ impl Credentials {
     }
 
     /// The token file, if one is set.
+    ///
+    /// ```
+    /// assert!(mycosynth_subscriber::Credentials::default().token_file().is_none());
+    /// ```
     pub fn token_file(&self) -> Option<&Path> {
         self.token_file.as_deref()
     }

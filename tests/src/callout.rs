@@ -3,10 +3,10 @@
 //! stand-in Kubernetes issuer whose public key is in `nats/callout/jwks.json`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{free_port, http_get, metric_sum, mycosynth_bin, repo_root, LineTap, NatsServer};
+use super::{free_port, mycosynth_bin, repo_root, LineTap, NatsServer, Validator};
 
 /// `nats/callout/`.
 pub fn callout_dir() -> PathBuf {
@@ -147,12 +147,9 @@ pub fn nkey_backend() -> String {
     )
 }
 
-/// A `mycosynth auth serve` process, connected as the dev callout user.
-pub struct Callout {
-    child: Option<Child>,
-    http_port: u16,
-    log: LineTap,
-}
+/// A `mycosynth auth serve` process, connected as the dev callout user. Its process handling
+/// (HTTP port, tapped log, kill on drop) is [`Validator`]'s: both are `mycosynth` services.
+pub struct Callout(Validator);
 
 impl Callout {
     /// Starts a callout with the shipped `nats/callout/callout.yaml` and waits until it serves.
@@ -187,47 +184,87 @@ impl Callout {
             "callout did not start: {:?}",
             log.snapshot()
         );
-        Callout {
+        Callout(Validator {
             child: Some(child),
             http_port,
             log,
-        }
+        })
     }
 
     /// Every log line so far.
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.snapshot()
+        self.0.log_lines()
     }
 
     /// Waits for a log line containing every one of `needles`; returns it.
     pub fn wait_log(&self, needles: &[&str], timeout: Duration) -> Option<String> {
-        self.log
+        self.0
+            .log
             .wait_for(0, timeout, |l| needles.iter().all(|n| l.contains(n)))
             .map(|(_, line)| line)
     }
 
     /// The sum of metric `name`'s series whose labels include `labels`, from `/metrics` now.
     pub fn metric(&self, name: &str, labels: &str) -> f64 {
-        http_get(&format!("127.0.0.1:{}", self.http_port), "/metrics")
-            .map_or(0.0, |(_, page)| metric_sum(&page, name, labels))
+        self.0.metric(name, labels)
     }
 
     /// The PID.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.0.pid()
     }
 
     /// SIGKILLs it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.0.kill()
     }
 }
 
-impl Drop for Callout {
+/// A plain HTTP server on a free loopback port answering every request with one JSON document
+/// (a JWKS, as an OIDC issuer's `jwks_uri` serves it); stops on drop.
+pub struct JsonServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl JsonServer {
+    /// Serves `body`.
+    pub fn start(body: String) -> JsonServer {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut request = [0u8; 4096];
+                let _ = conn.read(&mut request);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        JsonServer { port, stop }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for JsonServer {
     fn drop(&mut self) {
-        self.kill();
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -159,7 +159,7 @@ pub async fn decide(backends: &[Backend], request: &AuthRequest) -> Result<Grant
                 kind,
                 expires,
             } => {
-                // Every kind but nats-admin reads replies on the inbox of a key it proved.
+                // Every connection reads replies on the inbox of a key it proved.
                 let Some(inbox_key) = proven.clone() else {
                     return Err(Refusal {
                         reason: "a token must come with an nkey signature, which names the reply inbox (Credentials::with_token_file does this)".into(),

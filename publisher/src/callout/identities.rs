@@ -29,28 +29,37 @@ pub struct LineError {
     pub message: String,
 }
 
+/// The records of a line-based file (`identities.txt`, a tokens file): three fields and an
+/// optional fourth per line, with its number; `#` starts a comment, blank lines are skipped, and
+/// a line of another shape is an error saying `shape`.
+pub(crate) fn records<'a>(
+    text: &'a str,
+    shape: &'static str,
+) -> impl Iterator<Item = Result<(usize, [&'a str; 3], Option<&'a str>), LineError>> + 'a {
+    text.lines().enumerate().filter_map(move |(n, line)| {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let record = match fields[..] {
+            [] => return None,
+            [a, b, c] => ([a, b, c], None),
+            [a, b, c, d] => ([a, b, c], Some(d)),
+            _ => {
+                return Some(Err(LineError {
+                    line: n + 1,
+                    message: format!("expected {shape}"),
+                }))
+            }
+        };
+        Some(Ok((n + 1, record.0, record.1)))
+    })
+}
+
 /// The identities of an `identities.txt` text (`#` starts a comment).
 pub fn parse(text: &str) -> Result<Vec<NkeyIdentity>, LineError> {
     let mut identities: Vec<NkeyIdentity> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or_default().trim();
-        if line.is_empty() {
-            continue;
-        }
-        let error = |message: String| LineError {
-            line: n + 1,
-            message,
-        };
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (kind, name, key, namespace) = match fields[..] {
-            [kind, name, key] => (kind, name, key, None),
-            [kind, name, key, ns] => (kind, name, key, Some(ns)),
-            _ => {
-                return Err(error(
-                    "expected <kind> <name> <public nkey> [namespace]".into(),
-                ))
-            }
-        };
+    for record in records(text, "<kind> <name> <public nkey> [namespace]") {
+        let (line, [kind, name, key], namespace) = record?;
+        let error = |message: String| LineError { line, message };
         let kind = IdentityKind::parse(kind, namespace).map_err(|e| error(e.to_string()))?;
         if !key.starts_with('U') || nkeys::KeyPair::from_public_key(key).is_err() {
             return Err(error(format!("{key:?} is not a public user nkey (U...)")));

@@ -74,22 +74,10 @@ impl Tokens {
     /// Parses a tokens file (`#` starts a comment).
     pub fn parse(text: &str) -> Result<Tokens, String> {
         let mut by_hash = HashMap::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or_default().trim();
-            if line.is_empty() {
-                continue;
-            }
-            let error = |message: String| format!("line {}: {message}", n + 1);
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (hash, kind, identity, namespace) = match fields[..] {
-                [hash, kind, identity] => (hash, kind, identity, None),
-                [hash, kind, identity, ns] => (hash, kind, identity, Some(ns)),
-                _ => {
-                    return Err(error(
-                        "expected sha256:<hex> <kind> <identity> [namespace]".into(),
-                    ))
-                }
-            };
+        let shape = "sha256:<hex> <kind> <identity> [namespace]";
+        for record in super::identities::records(text, shape) {
+            let (line, [hash, kind, identity], namespace) = record.map_err(|e| e.to_string())?;
+            let error = |message: String| format!("line {line}: {message}");
             let hash = parse_hash(hash)
                 .ok_or_else(|| error("the hash is not sha256: and 64 hex digits".into()))?;
             let kind = IdentityKind::parse(kind, namespace).map_err(|e| error(e.to_string()))?;

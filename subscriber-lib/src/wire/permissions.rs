@@ -52,6 +52,13 @@ pub enum IdentityKind {
 }
 
 /// Why a kind cannot be read.
+///
+/// ```
+/// use mycosynth_subscriber::wire::{IdentityKind, KindError};
+/// let err = IdentityKind::parse("robot", None).unwrap_err();
+/// assert!(matches!(err, KindError::Unknown(_)));
+/// assert!(err.to_string().contains("unknown identity kind \"robot\""));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KindError {
     /// Not one of the kinds.
@@ -106,6 +113,13 @@ impl IdentityKind {
     }
 
     /// The namespace of a service.
+    ///
+    /// ```
+    /// use mycosynth_subscriber::wire::IdentityKind;
+    /// let kind = IdentityKind::parse("service", Some("orders")).unwrap();
+    /// assert_eq!(kind.namespace().map(|n| n.as_str()), Some("orders"));
+    /// assert!(IdentityKind::Operator.namespace().is_none());
+    /// ```
     pub fn namespace(&self) -> Option<&Namespace> {
         match self {
             IdentityKind::Service(ns) => Some(ns),
@@ -135,6 +149,12 @@ impl IdentityKind {
 }
 
 /// Subjects allowed and denied for one direction (publish or subscribe).
+///
+/// ```
+/// use mycosynth_subscriber::wire::IdentityKind;
+/// let validator = IdentityKind::Validator.permissions("UKEY").unwrap();
+/// assert!(validator.publish.deny.contains(&"$JS.API.STREAM.PURGE.MYCOSYNTH_AUDIT".to_owned()));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SubjectRules {
     /// Subjects (with wildcards) allowed.
@@ -146,6 +166,15 @@ pub struct SubjectRules {
 
 /// The subject permissions of one connection, serialized as the `permissions` block of a
 /// nats-server user.
+///
+/// ```
+/// use mycosynth_subscriber::wire::IdentityKind;
+/// let ops = IdentityKind::Operator.permissions("UKEY").unwrap();
+/// assert_eq!(
+///     serde_json::to_string(&ops).unwrap(),
+///     r#"{"publish":{"allow":["mycosynth.api.>"]},"subscribe":{"allow":["_INBOX_UKEY.>"]}}"#
+/// );
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Permissions {
     /// What it may publish.

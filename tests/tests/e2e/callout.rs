@@ -88,9 +88,8 @@ async fn reads_a_and_is_refused_b(url: &str, creds: &Credentials) {
         .expect("the service loads its namespace");
     assert_eq!(config.get::<u64>("db.pool").ok(), Some(1));
     let mut probe = probe_with(url, creds).await.expect("connect");
-    let other = format!(
-        "$JS.API.DIRECT.GET.KV_mycosynth-config.$KV.mycosynth-config.{NS_B}.{ENV}.db.pool"
-    );
+    let other =
+        format!("$JS.API.DIRECT.GET.KV_mycosynth-config.$KV.mycosynth-config.{NS_B}.{ENV}.db.pool");
     assert_eq!(
         probe.request(&other, "", |_| true).await,
         Outcome::Server,
@@ -139,10 +138,19 @@ async fn a_static_token_and_a_kubernetes_jwt_read_their_namespace_and_are_refuse
     // The CLI reads its token file too (`--token-file`).
     let watch = mycosynth_testkit::CliProcess::spawn(
         &url,
-        &["--token-file", &jwt.display().to_string(), "watch", NS_A, ENV],
+        &[
+            "--token-file",
+            &jwt.display().to_string(),
+            "watch",
+            NS_A,
+            ENV,
+        ],
     );
     let watching = watch.wait_line(0, Duration::from_secs(15), |l| l.contains("watching"));
-    assert!(watching.is_some(), "the CLI did not connect with its token file");
+    assert!(
+        watching.is_some(),
+        "the CLI did not connect with its token file"
+    );
 }
 
 /// Each bad token is refused at connection, with its reason in the callout's log, and no log
@@ -210,17 +218,16 @@ async fn bad_and_expired_jwts_are_refused_with_the_reason_logged() {
         tokens.push(token);
     }
     assert_eq!(
-        callout.metric(
-            "mycosynth_callout_decisions_total",
-            "outcome=\"refused\""
-        ),
+        callout.metric("mycosynth_callout_decisions_total", "outcome=\"refused\""),
         6.0
     );
     let log = callout.log_lines();
     for token in &tokens {
         let signature = token.rsplit('.').next().unwrap_or_default();
         assert!(
-            !log.iter().any(|l| l.contains(token.as_str()) || (!signature.is_empty() && l.contains(signature))),
+            !log.iter()
+                .any(|l| l.contains(token.as_str())
+                    || (!signature.is_empty() && l.contains(signature))),
             "a token is in the callout's log"
         );
     }
@@ -242,7 +249,10 @@ async fn a_connection_is_dropped_at_expiry_and_reconnects_with_the_rotated_token
     let identity = "system:serviceaccount:apps:payment-service";
     let first = format!("expires={expires}");
     assert!(callout
-        .wait_log(&["connection accepted", identity, &first], Duration::from_secs(5))
+        .wait_log(
+            &["connection accepted", identity, &first],
+            Duration::from_secs(5)
+        )
         .is_some());
     // The kubelet rotates the token well before it expires.
     let rotated = service_account_claims(NS_A, 3600);
@@ -351,8 +361,15 @@ async fn two_callout_instances_share_the_load() {
             )
         })
         .collect();
-    assert_eq!(accepted.iter().sum::<f64>(), CONNECTIONS as f64, "{accepted:?}");
-    assert!(accepted.iter().all(|n| *n >= 1.0), "one instance did all: {accepted:?}");
+    assert_eq!(
+        accepted.iter().sum::<f64>(),
+        CONNECTIONS as f64,
+        "{accepted:?}"
+    );
+    assert!(
+        accepted.iter().all(|n| *n >= 1.0),
+        "one instance did all: {accepted:?}"
+    );
 }
 
 /// Adding a service is a line in the tokens file: no server config, no restart.
@@ -391,15 +408,42 @@ async fn a_token_added_to_the_tokens_file_is_accepted_without_any_restart() {
     assert!(line.starts_with("sha256:") && line.contains("service svc-new payment-service"));
     refused(&url, &token_file(&token)).await;
     assert!(stack.callouts[0]
-        .wait_log(&["connection refused", "not a listed token"], Duration::from_secs(5))
+        .wait_log(
+            &["connection refused", "not a listed token"],
+            Duration::from_secs(5)
+        )
         .is_some());
     std::fs::write(&tokens, format!("# tokens\n{line}")).expect("add the token");
     let deadline = Instant::now() + Duration::from_secs(10);
     while probe_with(&url, &token_file(&token)).await.is_err() {
-        assert!(Instant::now() < deadline, "the new token was never accepted");
+        assert!(
+            Instant::now() < deadline,
+            "the new token was never accepted"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     reads_a_and_is_refused_b(&url, &token_file(&token)).await;
+}
+
+/// The issuer's keys can come from its JWKS URL (as `jwks_uri` of an OIDC discovery document).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_url_verifies_kubernetes_tokens() {
+    let jwks = std::fs::read_to_string(mycosynth_testkit::callout::callout_dir().join("jwks.json"))
+        .expect("jwks");
+    let issuer = mycosynth_testkit::callout::JsonServer::start(jwks);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backends = format!(
+        "  - jwt:\n      issuer: {}\n      audiences: [mycosynth]\n      jwks_url: {}\n      namespace_claim: kubernetes.io.serviceaccount.name\n{}",
+        mycosynth_testkit::callout::K8S_ISSUER,
+        issuer.url("/openid/v1/jwks"),
+        nkey_backend()
+    );
+    let config = callout_config(dir.path(), 600, &backends);
+    let stack = stack(1, Some(&config)).await;
+    let url = stack.nats.url();
+    let jwt = dir.path().join("token");
+    write_token(&jwt, &k8s_token(&service_account_claims(NS_A, 600)));
+    reads_a_and_is_refused_b(&url, &token_file(&jwt)).await;
 }
 
 /// `mycosynth auth users-conf` prints the committed static config.
