@@ -90,31 +90,31 @@ echo "==> mycosynth audit verify   (the hash chain of the audit log)"
 # ---- auth callout (issue 25): identities decided by `mycosynth auth serve`, no config per service ----
 echo "==> auth callout: a second nats-server (nats/callout/server.conf) that asks mycosynth auth serve who each connection is"
 cport="${MYCOSYNTH_DEMO_CALLOUT_PORT:-14223}"
-curl_="nats://127.0.0.1:$cport"
+callout_url="nats://127.0.0.1:$cport"
 sed -e "s|127.0.0.1:4222|127.0.0.1:$cport|" -e "s|^http: .*||" -e "s|.tools/nats-data-callout|$work/jetstream-callout|" \
   nats/callout/server.conf > "$work/callout-nats.conf"
 "$nats_server" -c "$work/callout-nats.conf" > "$work/callout-nats.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "Server is ready" "$work/callout-nats.log" && break; sleep 0.1; done
-MYCOSYNTH_NKEY_FILE="$root/nats/callout/dev-credentials/callout.nk" NO_COLOR=1 "$bin" --nats-url "$curl_" \
+for _ in $(seq 100); do grep -qs "Server is ready" "$work/callout-nats.log" && break; sleep 0.1; done
+MYCOSYNTH_NKEY_FILE="$root/nats/callout/dev-credentials/callout.nk" NO_COLOR=1 "$bin" --nats-url "$callout_url" \
   auth serve --config nats/callout/callout.yaml --http 127.0.0.1:19465 > "$work/callout.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "ready" "$work/callout.log" && break; sleep 0.1; done
-MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" --nats-url "$curl_" serve --http 127.0.0.1:19466 \
+for _ in $(seq 100); do grep -qs "ready" "$work/callout.log" && break; sleep 0.1; done
+MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" --nats-url "$callout_url" serve --http 127.0.0.1:19466 \
   --auth signed --admin "admin=$(cat "$creds/admin.pub")" > "$work/callout-validator.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "ready" "$work/callout-validator.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs "ready" "$work/callout-validator.log" && break; sleep 0.1; done
 echo "==> as admin (its nkey, decided by the callout's nkey backend): set payment-service staging feature.new_checkout true"
-"$bin" --nats-url "$curl_" set payment-service staging feature.new_checkout true
+"$bin" --nats-url "$callout_url" set payment-service staging feature.new_checkout true
 echo "==> a service with a static token (nats/callout/tokens.txt holds only its hash) reads its namespace:"
-env -u MYCOSYNTH_NKEY_FILE "$bin" --nats-url "$curl_" --token-file nats/callout/dev-credentials/svc-payment-service.token \
+env -u MYCOSYNTH_NKEY_FILE "$bin" --nats-url "$callout_url" --token-file nats/callout/dev-credentials/svc-payment-service.token \
   watch payment-service staging > "$work/token-watch.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "watching" "$work/token-watch.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs "watching" "$work/token-watch.log" && break; sleep 0.1; done
 cat "$work/token-watch.log"
 echo "==> a wrong token is refused by the server (exit code 7); the callout logs why, never the token:"
 echo "not-a-token" > "$work/bad.token"
-env -u MYCOSYNTH_NKEY_FILE "$bin" --nats-url "$curl_" --token-file "$work/bad.token" watch payment-service staging 2>&1 | tail -1 || true
+env -u MYCOSYNTH_NKEY_FILE "$bin" --nats-url "$callout_url" --token-file "$work/bad.token" watch payment-service staging 2>&1 | tail -1 || true
 grep -E "connection (accepted|refused)" "$work/callout.log" | sed -e 's/^.*connection /    connection /' | cut -c1-160
 # ---- end of the auth callout block ----
 echo "==> demo done; stopping everything"
