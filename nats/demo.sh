@@ -23,7 +23,34 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port="${MYCOSYNTH_DEMO_PORT:-14222}"
+# A free loopback port, or the one asked for if it is free: a port someone else listens on would
+# let a stranger's server answer the demo's commands.
+port_free() { python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pick_port() { # $1: what for, $2: the port asked for (may be empty)
+  if [ -n "$2" ]; then
+    port_free "$2" || { echo "demo: port $2 ($1) is in use by another process; free it or choose another" >&2; exit 1; }
+    echo "$2"
+  else
+    free_port
+  fi
+}
+# Waits until $3 appears in the log $2 of part $1 (process $4); if the process exits or 15 s
+# pass first, stops the demo with that part's last log lines.
+wait_for() {
+  local part="$1" log="$2" pattern="$3" pid="$4"
+  for _ in $(seq 150); do
+    grep -q "$pattern" "$log" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "demo: $part did not come up; its last log lines ($log):" >&2
+  tail -n 20 "$log" >&2
+  exit 1
+}
+
+port="$(pick_port "nats-server" "${MYCOSYNTH_DEMO_PORT:-}")"
+http_port="$(pick_port "validator /metrics" "${MYCOSYNTH_DEMO_HTTP_PORT:-}")"
 export MYCOSYNTH_NATS_URL="nats://127.0.0.1:$port"
 creds="$root/nats/secure/dev-credentials"
 # Every CLI command below runs as the identity `admin` unless it says otherwise.
@@ -32,16 +59,16 @@ sed -e "s|127.0.0.1:4222|127.0.0.1:$port|" -e "s|^http: .*||" -e "s|.tools/nats-
   nats/secure/server.conf > "$work/nats.conf"
 cp nats/secure/users.conf "$work/users.conf"
 
-echo "==> starting nats-server ($("$nats_server" --version)) on 127.0.0.1:$port"
+echo "==> starting nats-server ($("$nats_server" --version)) on 127.0.0.1:$port (MYCOSYNTH_DEMO_PORT chooses)"
 "$nats_server" -c "$work/nats.conf" > "$work/nats.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "Server is ready" "$work/nats.log" && break; sleep 0.1; done
+wait_for nats-server "$work/nats.log" "Server is ready" "$!"
 
-echo "==> starting the validator as identity 'validator', signed mode, 'admin' bootstraps the policy"
-MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" serve --http 127.0.0.1:19464 \
+echo "==> starting the validator as identity 'validator', signed mode, 'admin' bootstraps the policy; /metrics on 127.0.0.1:$http_port"
+MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" serve --http "127.0.0.1:$http_port" \
   --auth signed --admin "admin=$(cat "$creds/admin.pub")" > "$work/validator.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "ready" "$work/validator.log" && break; sleep 0.1; done
+wait_for validator "$work/validator.log" "ready" "$!"
 
 echo "==> mycosynth policy set nats/secure/dev-policy.json   (as admin: alice may write payment-* in staging only)"
 "$bin" policy set nats/secure/dev-policy.json
@@ -56,7 +83,7 @@ echo "==> mycosynth deploy .   (one atomic change set per namespace/environment,
 echo "==> starting the example service (subscriber crate)"
 MYCOSYNTH_NKEY_FILE="$creds/svc-payment-service.nk" "$example" "$MYCOSYNTH_NATS_URL" > "$work/service.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "started" "$work/service.log" && break; sleep 0.1; done
+wait_for "the example service" "$work/service.log" "started" "$!"
 cat "$work/service.log"
 
 echo "==> mycosynth set payment-service production database.pool_size 80 --reason 'peak traffic'"
@@ -87,30 +114,59 @@ echo "==> mycosynth audit --namespace payment-service --limit 6   (every request
 "$bin" audit --namespace payment-service --limit 6
 echo "==> mycosynth audit verify   (the hash chain of the audit log)"
 "$bin" audit verify
-# ---- auth callout (issue 25): identities decided by `mycosynth auth serve`, no config per service ----
+
+# --- issue 26: backup and restore (docs/backup.md) ------------------------------------------
+echo "==> mycosynth backup (as nats-admin): one checksummed archive, data keys encrypted with backup.key"
+head -c 32 /dev/urandom | base64 > "$work/backup.key"
+MYCOSYNTH_NKEY_FILE="$creds/nats-admin.nk" "$bin" backup "$work/cluster.myco" --key-file "$work/backup.key"
+port2=$((port + 1))
+sed -e "s|127.0.0.1:$port|127.0.0.1:$port2|" -e "s|$work/jetstream|$work/jetstream-restored|" \
+  "$work/nats.conf" > "$work/nats-restored.conf"
+"$nats_server" -c "$work/nats-restored.conf" > "$work/nats-restored.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q "Server is ready" "$work/nats-restored.log" && break; sleep 0.1; done
+echo "==> a flipped byte: the archive is refused before anything is written (exit code 13)"
+cp "$work/cluster.myco" "$work/damaged.myco"
+printf '\x00' | dd of="$work/damaged.myco" bs=1 seek=100 conv=notrunc status=none
+MYCOSYNTH_NKEY_FILE="$creds/nats-admin.nk" "$bin" --nats-url "nats://127.0.0.1:$port2" \
+  restore "$work/damaged.myco" --key-file "$work/backup.key" || echo "    (exit code $?)"
+echo "==> mycosynth restore into a fresh server (as nats-admin, before any validator starts there)"
+MYCOSYNTH_NKEY_FILE="$creds/nats-admin.nk" "$bin" --nats-url "nats://127.0.0.1:$port2" \
+  restore "$work/cluster.myco" --key-file "$work/backup.key"
+MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" --nats-url "nats://127.0.0.1:$port2" \
+  serve --http 127.0.0.1:19465 --auth signed > "$work/validator-restored.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q "ready" "$work/validator-restored.log" && break; sleep 0.1; done
+echo "==> the restored cluster: same history, and the audit chain continues"
+"$bin" --nats-url "nats://127.0.0.1:$port2" history payment-service production --limit 3
+"$bin" --nats-url "nats://127.0.0.1:$port2" audit verify
+# --- end of issue 26 --------------------------------------------------------------------------
+# ---- auth callout (issue 25, docs/identity.md): identities decided by `mycosynth auth serve` ----
 echo "==> auth callout: a second nats-server (nats/callout/server.conf) that asks mycosynth auth serve who each connection is"
-cport="${MYCOSYNTH_DEMO_CALLOUT_PORT:-14223}"
+cport="$(pick_port "callout nats-server" "${MYCOSYNTH_DEMO_CALLOUT_PORT:-}")"
+callout_http="$(pick_port "callout /metrics" "")"
+callout_validator_http="$(pick_port "validator behind the callout /metrics" "")"
 callout_url="nats://127.0.0.1:$cport"
 sed -e "s|127.0.0.1:4222|127.0.0.1:$cport|" -e "s|^http: .*||" -e "s|.tools/nats-data-callout|$work/jetstream-callout|" \
   nats/callout/server.conf > "$work/callout-nats.conf"
 "$nats_server" -c "$work/callout-nats.conf" > "$work/callout-nats.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -qs "Server is ready" "$work/callout-nats.log" && break; sleep 0.1; done
+wait_for "the callout's nats-server" "$work/callout-nats.log" "Server is ready" "$!"
 MYCOSYNTH_NKEY_FILE="$root/nats/callout/dev-credentials/callout.nk" NO_COLOR=1 "$bin" --nats-url "$callout_url" \
-  auth serve --config nats/callout/callout.yaml --http 127.0.0.1:19465 > "$work/callout.log" 2>&1 &
+  auth serve --config nats/callout/callout.yaml --http "127.0.0.1:$callout_http" > "$work/callout.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -qs "ready" "$work/callout.log" && break; sleep 0.1; done
-MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" --nats-url "$callout_url" serve --http 127.0.0.1:19466 \
+wait_for "the auth callout" "$work/callout.log" "ready" "$!"
+MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" --nats-url "$callout_url" serve --http "127.0.0.1:$callout_validator_http" \
   --auth signed --admin "admin=$(cat "$creds/admin.pub")" > "$work/callout-validator.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -qs "ready" "$work/callout-validator.log" && break; sleep 0.1; done
+wait_for "the validator behind the callout" "$work/callout-validator.log" "ready" "$!"
 echo "==> as admin (its nkey, decided by the callout's nkey backend): set payment-service staging feature.new_checkout true"
 "$bin" --nats-url "$callout_url" set payment-service staging feature.new_checkout true
 echo "==> a service with a static token (nats/callout/tokens.txt holds only its hash) reads its namespace:"
 env -u MYCOSYNTH_NKEY_FILE "$bin" --nats-url "$callout_url" --token-file nats/callout/dev-credentials/svc-payment-service.token \
   watch payment-service staging > "$work/token-watch.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -qs "watching" "$work/token-watch.log" && break; sleep 0.1; done
+wait_for "watch with a token" "$work/token-watch.log" "watching" "$!"
 cat "$work/token-watch.log"
 echo "==> a wrong token is refused by the server (exit code 7); the callout logs why, never the token:"
 echo "not-a-token" > "$work/bad.token"

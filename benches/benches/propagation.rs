@@ -102,6 +102,30 @@ async fn main() {
             }
             return;
         }
+        // Sites: latency at the hub and at a leaf-node site, catch-up after hub outages of
+        // 10 s and 60 s; `sites-long`: after 5 minutes (about 7 minutes in all).
+        "sites" | "sites-long" => {
+            let outages: &[u64] = if only == "sites" { &[10, 60] } else { &[300] };
+            let outages: Vec<Duration> = outages.iter().map(|s| Duration::from_secs(*s)).collect();
+            mycosynth_benches::sites::report(1000, &outages).await;
+            return;
+        }
+        // Backup and restore of 100 namespaces x 1,000 keys x 100 versions (sizes from
+        // MYCOSYNTH_BACKUP_NAMESPACES, _KEYS, _VERSIONS).
+        "backup" => {
+            let size = |name: &str, default| mycosynth_benches::env_or(name, default);
+            let figures = mycosynth_benches::backup::run(
+                size("MYCOSYNTH_BACKUP_NAMESPACES", 100),
+                size("MYCOSYNTH_BACKUP_KEYS", 1000),
+                size("MYCOSYNTH_BACKUP_VERSIONS", 100),
+            )
+            .await;
+            println!(
+                "{figures}\nload average {}",
+                mycosynth_benches::sites::load_average()
+            );
+            return;
+        }
         "startup" => {
             let (from_nats, from_cache, rss) = startup(&api, &url).await;
             println!("startup 10,000 keys: from NATS {from_nats:.1} ms, from the cache {from_cache:.1} ms; subscriber RSS {rss:.1} MB");
@@ -166,6 +190,11 @@ async fn main() {
     let durable = durable_propagation(&mut rows).await;
 
     let reads = reads_under_updates(&url, &api).await;
+    // Short by default: 300 samples and one 10 s outage; a small backup (`--only sites|backup`
+    // for the full ones).
+    let sites = mycosynth_benches::sites::report(300, &[Duration::from_secs(10)]).await;
+    let backup = mycosynth_benches::backup::run(10, 1000, 10).await;
+    println!("backup and restore, 10 namespaces x 1,000 keys x 10 versions: {backup}");
 
     println!("\n| path (µs) | p50 | p90 | p99 | p99.9 | max | n |\n|---|---|---|---|---|---|---|");
     for row in &rows {
@@ -244,6 +273,8 @@ async fn main() {
                 "p50_vs_etcd": ratio(hundred, &etcd["100"], "p50"), "p99_vs_etcd": ratio(hundred, &etcd["100"], "p99"),
             },
         },
+        "sites": sites,
+        "backup_10ns_1000keys_10versions": backup,
         "etcd_watch_us": etcd,
         "auth_callout": callout,
         "propagation_durable_us": durable,

@@ -5,15 +5,17 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use mycosynth::service::{self, ValidatorConfig};
+use mycosynth::validator::{self, ValidatorConfig};
 use mycosynth_testkit::NatsServer;
 use tokio::sync::oneshot;
 
+pub mod backup;
 pub mod callout;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod paths;
 pub mod reads;
+pub mod sites;
 
 /// A nats-server and a validator serving it; both stop on drop.
 pub struct Stack {
@@ -37,12 +39,13 @@ impl Stack {
             security: Default::default(),
             rate_limit: None,
             rate_burst: None,
+            sites: Vec::new(),
         };
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(err) = service::run(config, shutdown, move |_| {
+            if let Err(err) = validator::run(config, shutdown, move |_| {
                 let _ = ready_tx.send(());
             })
             .await

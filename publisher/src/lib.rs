@@ -1,43 +1,35 @@
 //! # mycosynth (the write path)
 //!
-//! The validator service ([`service`]), which is the only writer of config, and the operator
+//! The validator service ([`validator`]), which is the only writer of config, and the operator
 //! CLI ([`cli`]), which talks to it. Both binaries' `main` only parse arguments and call in here.
 //!
-//! - [`validate`] and [`schema`]: the one validation of change sets (pure, no I/O).
-//! - [`store`]: the validator's JetStream KV edge (staging commits, state with roll-forward,
-//!   history, schemas); [`watched`]: schemas and parent declarations kept in memory by a watch.
-//! - [`committer`]: group commit: heads first then materialisation, or one atomic batch.
-//! - [`service`]: request handling, optimistic concurrency, change events.
-//! - [`client`]: the request/reply client the CLI and other programs use.
-//! - [`http`]: `/metrics` and `/health`.
-//! - [`audit`]: the hash-chained audit log; [`caller`]: who sent a request; [`limits`]:
-//!   per-identity rate limits.
-//! - [`vault`]: sensitive values (data keys, sealing, redaction).
+//! The parts, lowest first (a part uses only parts above it in this list):
+//! - [`failure`], [`clock`]: the error every part answers with; the recorded time.
+//! - [`validate`]: the one validation of change sets (pure, no I/O).
+//! - [`store`]: the validator's JetStream edge: buckets, state, group commit.
+//! - [`access`]: authentication, the policy, callers, rate limits, sensitive values.
 //! - [`callout`]: the NATS auth callout (`mycosynth auth serve`) and the static `users.conf`,
 //!   from one definition of each identity kind's permissions.
+//! - [`audit`]: the hash-chained audit log. [`fleet`]: which instances hold which version.
+//! - [`validator`]: the service: the endpoint table, the dispatcher, the change path.
+//! - [`site`]: read-only site replicas and their lag. [`backup`]: archives and restore.
+//! - [`client`]: the validator API's client. [`gitops`]: config as code (files, drift).
+//! - [`cli`]: the commands.
 
 pub mod access;
-pub mod affinity;
 pub mod audit;
-pub mod auth;
-pub mod caller;
+pub mod backup;
 pub mod callout;
 pub mod cli;
 pub mod client;
-pub mod committer;
+pub mod clock;
+pub mod failure;
 pub mod fleet;
 pub mod gitops;
-pub mod http;
-pub mod inherit;
-pub mod limits;
-pub mod policy;
-pub mod schema;
-pub mod schema_docs;
-pub mod service;
+pub mod site;
 pub mod store;
 pub mod validate;
-pub mod vault;
-pub mod watched;
+pub mod validator;
 
 /// Connects to NATS (comma-separated URLs), naming the connection; retries the first connection
 /// for a few seconds so that a validator started together with its server does not exit.

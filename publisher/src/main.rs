@@ -30,45 +30,11 @@ async fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Serve(args) => {
             service_logs(args.log_json);
-            let security = match cli::identity::security(&cli, args) {
-                Ok(security) => security,
-                Err(err) => return cli::exit::report(&err, false),
-            };
-            let config = mycosynth::service::ValidatorConfig {
-                security,
-                nats_url: cli.nats_url.clone(),
-                http_addr: Some(args.http),
-                require_schema: args.require_schema,
-                replicas: args.replicas,
-                fleet: mycosynth::fleet::FleetOptions {
-                    stale_after: std::time::Duration::from_secs_f64(
-                        args.stale_after.clamp(0.1, 86_400.0),
-                    ),
-                    expire_after: std::time::Duration::from_secs_f64(
-                        args.instance_expiry.clamp(0.1, 86_400.0),
-                    ),
-                },
-                rate_limit: args.rate_limit,
-                rate_burst: args.rate_burst,
-            };
-            match mycosynth::service::run(config, stop_signal(), |http| {
-                tracing::info!(http = ?http, "ready");
-            })
-            .await
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("mycosynth serve: {err}");
-                    ExitCode::from(cli::exit::UNAVAILABLE)
-                }
-            }
+            cli::serve::serve(&cli, args).await
         }
         Command::Auth(AuthCommand::Serve(args)) => {
             service_logs(args.log_json);
-            match cli::auth::serve(&cli, args, stop_signal()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => cli::exit::report(&err, false),
-            }
+            cli::auth::serve(&cli, args).await
         }
         _ => {
             let filter =
@@ -94,20 +60,4 @@ fn service_logs(json: bool) {
     } else {
         logs.init();
     }
-}
-
-/// Resolves at Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! { _ = interrupt => {}, _ = terminate => {} }
 }

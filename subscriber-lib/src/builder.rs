@@ -15,9 +15,7 @@ use crate::reporter::{identity, spawn_reporter, ReportState};
 use crate::snapshot::{schema_defaults, Snapshot};
 use crate::status::{Health, Origin};
 use crate::updater::{Counters, Shared, Updater, UpdaterOptions};
-use crate::wire::{
-    event_subject, receipt_subject, schema_subject, Environment, Namespace, ReceiptKind,
-};
+use crate::wire::{receipt_subject, Environment, Namespace, ReceiptKind};
 use crate::{loader, Error, Lifetime, Subscriber};
 
 /// What `connect` does when NATS cannot be reached and there is no usable cache.
@@ -55,6 +53,7 @@ pub struct SubscriberBuilder {
     /// Follow the declared parent chain (off for the inner subscribers of parents).
     pub(crate) inherit: bool,
     pub(crate) credentials: crate::Credentials,
+    pub(crate) events_from: crate::EventSource,
 }
 
 impl SubscriberBuilder {
@@ -77,6 +76,7 @@ impl SubscriberBuilder {
             validate: false,
             inherit: true,
             credentials: crate::Credentials::default(),
+            events_from: crate::EventSource::Validator,
         }
     }
 
@@ -170,6 +170,25 @@ impl SubscriberBuilder {
     /// ```
     pub fn credentials(mut self, credentials: crate::Credentials) -> Self {
         self.credentials = credentials;
+        self
+    }
+
+    /// Where change events come from: the validator's (default), or, for a service connected to
+    /// a site's leaf node, the heads its mirror republishes; see [`crate::EventSource`]. Reads
+    /// (start, resync, anti-entropy) always go to the JetStream of the server connected to,
+    /// which at a site is the site's mirror.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = mycosynth_subscriber::Subscriber::builder("payment-service", "production")
+    ///     .nats_url("nats://127.0.0.1:4222")
+    ///     .events_from(mycosynth_subscriber::EventSource::SiteMirror)
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = config; Ok(()) }
+    /// ```
+    pub fn events_from(mut self, source: crate::EventSource) -> Self {
+        self.events_from = source;
         self
     }
 
@@ -355,7 +374,7 @@ impl SubscriberBuilder {
             None => {
                 // Serving a cache or defaults: catch up as soon as NATS answers.
                 let _ = resync_tx.try_send(());
-                follow(&client, &namespace, &environment).await?
+                follow(&client, &namespace, &environment, self.events_from).await?
             }
         };
         tracing::info!(%namespace, %environment, version = snapshot.version(), keys = snapshot.len(), from_nats = loaded_from_nats, "config ready");
@@ -428,6 +447,7 @@ impl SubscriberBuilder {
             schema_check: None,
             checked_with: None,
             events: following.events,
+            events_from: self.events_from,
             schema_changes: following.schema_changes,
             resync_requests: resync_rx,
             options: UpdaterOptions {
@@ -498,7 +518,7 @@ impl SubscriberBuilder {
         ns: &Namespace,
         env: &Environment,
     ) -> Result<(Snapshot, Following), Error> {
-        let following = follow(client, ns, env).await?;
+        let following = follow(client, ns, env, self.events_from).await?;
         client
             .flush()
             .await
@@ -525,15 +545,14 @@ async fn follow(
     client: &async_nats::Client,
     ns: &Namespace,
     env: &Environment,
+    source: crate::EventSource,
 ) -> Result<Following, Error> {
     let subscribe_err = |err: async_nats::SubscribeError| Error::Subscribe(err.to_string());
+    let (events, schema_changes) = source.subjects(ns, env);
     Ok(Following {
-        events: client
-            .subscribe(event_subject(ns, env))
-            .await
-            .map_err(subscribe_err)?,
+        events: client.subscribe(events).await.map_err(subscribe_err)?,
         schema_changes: client
-            .subscribe(schema_subject(ns))
+            .subscribe(schema_changes)
             .await
             .map_err(subscribe_err)?,
     })

@@ -77,6 +77,7 @@ mod loader;
 mod next_values;
 mod reporter;
 mod secrets;
+mod site;
 mod snapshot;
 mod status;
 mod updater;
@@ -93,6 +94,7 @@ use tokio::task::JoinHandle;
 pub use backoff::Backoff;
 pub use builder::{StartPolicy, SubscriberBuilder};
 pub use credentials::{Credentials, CredentialsError};
+pub use site::EventSource;
 pub use snapshot::{GetError, Snapshot, ValueSource};
 pub use status::{Origin, Status};
 pub use updater::{ChangeNotice, NoticeCause};
@@ -101,6 +103,23 @@ pub use updater::{ChangeNotice, NoticeCause};
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 mod readme_examples {}
+
+/// So do the examples of the pages in `docs/`.
+#[cfg(doctest)]
+mod docs_examples {
+    #[doc = include_str!("../../docs/operations.md")]
+    mod operations {}
+    #[doc = include_str!("../../docs/config-as-code.md")]
+    mod config_as_code {}
+    #[doc = include_str!("../../docs/security.md")]
+    mod security {}
+    #[doc = include_str!("../../docs/performance.md")]
+    mod performance {}
+    #[doc = include_str!("../../docs/regions.md")]
+    mod regions {}
+    #[doc = include_str!("../../docs/backup.md")]
+    mod backup {}
+}
 
 use kv_scan::ScanError;
 use updater::Shared;

@@ -135,6 +135,8 @@ pub(crate) struct Updater {
     /// checked alone ([`SchemaCheck::check_changes`]).
     pub checked_with: Option<Arc<SchemaCheck>>,
     pub events: async_nats::Subscriber,
+    /// What `events` carries: the validator's change events, or a site mirror's heads.
+    pub events_from: crate::EventSource,
     pub schema_changes: async_nats::Subscriber,
     pub resync_requests: mpsc::Receiver<()>,
     pub options: UpdaterOptions,
@@ -201,6 +203,9 @@ impl Updater {
                 _ = sleep_until(gap_deadline), if gap_deadline.is_some() => self.resync("gap").await,
                 _ = sleep_until(retry_at), if retry_at.is_some() => self.resync("retry").await,
                 message = self.events.next() => match message {
+                    Some(message) if self.events_from == crate::EventSource::SiteMirror => {
+                        self.on_site_head(&message.payload)
+                    }
                     Some(message) => self.on_event_bytes(&message.payload),
                     None => break,
                 },
@@ -222,11 +227,7 @@ impl Updater {
         let parsed = match self.parse(bytes) {
             Ok(parsed) => parsed,
             Err(reason) => {
-                self.shared
-                    .counters
-                    .decode_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("mycosynth_subscriber_decode_errors_total").increment(1);
+                self.count_decode_error();
                 tracing::warn!(
                     namespace = %self.shared.namespace,
                     environment = %self.shared.environment,
@@ -262,6 +263,29 @@ impl Updater {
         } else {
             // An event that spans our version: the history disagrees with what we hold.
             self.gap_since = Some(Instant::now() - self.options.gap_timeout);
+        }
+    }
+
+    fn count_decode_error(&self) {
+        self.shared
+            .counters
+            .decode_errors
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mycosynth_subscriber_decode_errors_total").increment(1);
+    }
+
+    /// A head republished by a site's mirror: applied as the change event of its version.
+    fn on_site_head(&mut self, payload: &[u8]) {
+        match crate::site::head_event(&self.shared.namespace, &self.shared.environment, payload) {
+            Ok(crate::site::SiteMessage::Event(bytes)) => self.on_event_bytes(&bytes),
+            Ok(crate::site::SiteMessage::Resync) => {
+                self.gap_since = Some(Instant::now() - self.options.gap_timeout)
+            }
+            Ok(crate::site::SiteMessage::Ignore) => {}
+            Err(reason) => {
+                self.count_decode_error();
+                tracing::warn!(namespace = %self.shared.namespace, environment = %self.shared.environment, %reason, "ignoring a malformed republished head");
+            }
         }
     }
 

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod site;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -184,7 +186,7 @@ impl NatsServer {
     }
 
     /// Starts a server on `port` with the config text `config(store_dir)`.
-    fn start_config(port: u16, config: impl FnOnce(&Path) -> String) -> NatsServer {
+    pub(crate) fn start_config(port: u16, config: impl FnOnce(&Path) -> String) -> NatsServer {
         let store = tempfile::tempdir().expect("temp dir");
         let path = store.path().join("nats.conf");
         std::fs::write(&path, config(store.path())).expect("write config");

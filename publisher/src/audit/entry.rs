@@ -4,7 +4,7 @@
 use mycosynth_subscriber::wire::{AuditRecord, MAX_AUDITED_KEYS};
 use serde::Deserialize;
 
-use crate::caller::{Caller, Envelope};
+use crate::access::{Envelope, Requester};
 
 /// Longest text field kept in a record (identity, names, messages); longer ones are cut.
 const MAX_FIELD_CHARS: usize = 512;
@@ -36,7 +36,7 @@ struct ErrorView {
 /// An audit record before the chain fields (`seq`, `prev_hash`, `hash`) are set.
 pub fn draft(
     action: &str,
-    caller: &Caller,
+    caller: &Requester,
     envelope: &Envelope,
     reply: &[u8],
     now: (String, i64),
@@ -94,8 +94,8 @@ fn clip(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn caller() -> Caller {
-        Caller {
+    fn caller() -> Requester {
+        Requester {
             identity: "alice".into(),
             verified: false,
         }

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use mycosynth_subscriber::wire::{
     audit_subject, ApiError, AuditOutcome, AuditRecord, AuditRequest, AuditVerifyOutcome,
-    AuditVerifyRequest, ErrorKind, AUDIT_STREAM, AUDIT_SUBJECTS, GENESIS_HASH,
+    ErrorKind, AUDIT_STREAM, AUDIT_SUBJECTS, GENESIS_HASH,
 };
 use tokio::sync::{oneshot, Mutex as AsyncMutex};
 
@@ -547,19 +547,12 @@ pub fn parse_time_us(text: &str) -> Result<i64, AuditError> {
 
 impl Auditor {
     /// Answers the `audit` endpoint.
-    pub async fn answer_query(
-        &self,
-        request: Result<AuditRequest, ApiError>,
-    ) -> Result<AuditOutcome, ApiError> {
-        self.query(&request?).await.map_err(to_api)
+    pub async fn answer_query(&self, request: &AuditRequest) -> Result<AuditOutcome, ApiError> {
+        self.query(request).await.map_err(to_api)
     }
 
     /// Answers the `audit-verify` endpoint.
-    pub async fn answer_verify(
-        &self,
-        request: Result<AuditVerifyRequest, ApiError>,
-    ) -> Result<AuditVerifyOutcome, ApiError> {
-        request?;
+    pub async fn answer_verify(&self) -> Result<AuditVerifyOutcome, ApiError> {
         self.verify().await.map_err(to_api)
     }
 }

@@ -1,6 +1,6 @@
-//! The nkey identities of `identities.txt` (`<kind> <name> <public nkey> [namespace]`), and the
-//! static server config `users.conf` written from them: one nkey user per identity with the
-//! permissions of its kind ([`IdentityKind::permissions`], the definition the auth callout
+//! The nkey identities of `identities.txt` (`<kind> <name> <public nkey> [fields of the kind]`),
+//! and the static server config `users.conf` written from them: one nkey user per identity with
+//! the permissions of its kind ([`IdentityKind::permissions`], the definition the auth callout
 //! uses too).
 
 use std::io;
@@ -29,38 +29,38 @@ pub struct LineError {
     pub message: String,
 }
 
-/// The records of a line-based file (`identities.txt`, a tokens file): three fields and an
-/// optional fourth per line, with its number; `#` starts a comment, blank lines are skipped, and
-/// a line of another shape is an error saying `shape`.
+/// The records of a line-based file (`identities.txt`, a tokens file): three fields and at most
+/// `extra` more per line, with its number; `#` starts a comment, blank lines are skipped, and a
+/// line of another shape is an error saying `shape`.
 pub(crate) fn records<'a>(
     text: &'a str,
+    extra: usize,
     shape: &'static str,
-) -> impl Iterator<Item = Result<(usize, [&'a str; 3], Option<&'a str>), LineError>> + 'a {
+) -> impl Iterator<Item = Result<(usize, [&'a str; 3], Vec<&'a str>), LineError>> + 'a {
     text.lines().enumerate().filter_map(move |(n, line)| {
         let line = line.split('#').next().unwrap_or_default().trim();
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let record = match fields[..] {
-            [] => return None,
-            [a, b, c] => ([a, b, c], None),
-            [a, b, c, d] => ([a, b, c], Some(d)),
-            _ => {
-                return Some(Err(LineError {
-                    line: n + 1,
-                    message: format!("expected {shape}"),
-                }))
+        match fields[..] {
+            [] => None,
+            [a, b, c, ref rest @ ..] if rest.len() <= extra => {
+                Some(Ok((n + 1, [a, b, c], rest.to_vec())))
             }
-        };
-        Some(Ok((n + 1, record.0, record.1)))
+            _ => Some(Err(LineError {
+                line: n + 1,
+                message: format!("expected {shape}"),
+            })),
+        }
     })
 }
 
 /// The identities of an `identities.txt` text (`#` starts a comment).
 pub fn parse(text: &str) -> Result<Vec<NkeyIdentity>, LineError> {
     let mut identities: Vec<NkeyIdentity> = Vec::new();
-    for record in records(text, "<kind> <name> <public nkey> [namespace]") {
-        let (line, [kind, name, key], namespace) = record?;
+    let shape = "<kind> <name> <public nkey> [namespace | <site domain> <hub domain> [data-keys]]";
+    for record in records(text, 3, shape) {
+        let (line, [kind, name, key], fields) = record?;
         let error = |message: String| LineError { line, message };
-        let kind = IdentityKind::parse(kind, namespace).map_err(|e| error(e.to_string()))?;
+        let kind = IdentityKind::from_fields(kind, &fields).map_err(|e| error(e.to_string()))?;
         if !key.starts_with('U') || nkeys::KeyPair::from_public_key(key).is_err() {
             return Err(error(format!("{key:?} is not a public user nkey (U...)")));
         }

@@ -75,8 +75,9 @@ impl Tokens {
     pub fn parse(text: &str) -> Result<Tokens, String> {
         let mut by_hash = HashMap::new();
         let shape = "sha256:<hex> <kind> <identity> [namespace]";
-        for record in super::identities::records(text, shape) {
+        for record in super::identities::records(text, 1, shape) {
             let (line, [hash, kind, identity], namespace) = record.map_err(|e| e.to_string())?;
+            let namespace = namespace.first().copied();
             let error = |message: String| format!("line {line}: {message}");
             let hash = parse_hash(hash)
                 .ok_or_else(|| error("the hash is not sha256: and 64 hex digits".into()))?;

@@ -227,10 +227,72 @@ pub enum Command {
     },
     /// List audit records (every request the validator handled), or `audit verify` the chain.
     Audit(AuditArgs),
+    /// Read-only site replicas on leaf nodes (run against the site's own server).
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Write one consistent, checksummed archive of the whole cluster's Mycosynth state
+    /// (config, history, schemas, policy, data keys encrypted with --key-file, audit log).
+    Backup {
+        /// The archive to write (replaced only once complete).
+        file: PathBuf,
+        #[command(flatten)]
+        key: BackupKeyArg,
+    },
+    /// Restore an archive into an empty cluster, before any validator starts (needs
+    /// credentials that may create streams: nats-admin). The archive is checked whole first.
+    Restore {
+        /// The archive.
+        file: PathBuf,
+        #[command(flatten)]
+        key: BackupKeyArg,
+        /// Delete the Mycosynth streams the cluster holds, then restore (destroys that state).
+        #[arg(long)]
+        force: bool,
+        /// Replicas of the buckets (0: 3 on a cluster of three or more, else 1).
+        #[arg(long, default_value_t = 0)]
+        replicas: usize,
+    },
     /// Identity at fleet scale: the NATS auth callout, static tokens, and the static
     /// server config.
     #[command(subcommand)]
     Auth(AuthCommand),
+}
+
+/// The operator's key of a backup's data keys.
+#[derive(Debug, Args, Clone)]
+pub struct BackupKeyArg {
+    /// File holding 32 random bytes in base64 (`head -c 32 /dev/urandom | base64`) that the
+    /// data keys are encrypted with in the archive.
+    #[arg(long, env = "MYCOSYNTH_BACKUP_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `mycosynth site ...`
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Create this site's mirrors of the hub's config and schema buckets (and data keys with
+    /// --data-keys), on the server of --nats-url (the site's leaf node). Idempotent.
+    Init {
+        /// The hub's JetStream domain (`jetstream { domain }` of the hub's servers).
+        #[arg(long)]
+        hub_domain: String,
+        /// Mirror the data keys too: the site's services may read sensitive values.
+        #[arg(long)]
+        data_keys: bool,
+        /// Replicas of each mirror (the site's own cluster size).
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// Seconds to wait for the mirrors' first contact with the hub.
+        #[arg(long, default_value_t = 10.0)]
+        wait: f64,
+    },
+    /// Probe sites from the hub (--nats-url at the hub): versions behind, seconds since each
+    /// mirror last heard from the hub. The validator exports the same (`serve --site`).
+    Status {
+        /// A site's JetStream domain (repeatable).
+        #[arg(long = "site", required = true)]
+        sites: Vec<String>,
+    },
 }
 
 /// `mycosynth auth ...`
@@ -400,7 +462,7 @@ pub struct ServeArgs {
     /// Per-identity limit on change requests (change, rollback, schema push), e.g. `10/s` or
     /// `100/m`; refused requests get exit code 11. Default: no limit.
     #[arg(long)]
-    pub rate_limit: Option<crate::limits::RateLimit>,
+    pub rate_limit: Option<crate::access::limits::RateLimit>,
     /// Requests an identity may send at once above the rate (default: the rate's count).
     #[arg(long)]
     pub rate_burst: Option<std::num::NonZeroU32>,
@@ -411,6 +473,15 @@ pub struct ServeArgs {
     /// Schema, or signed requests at high rates, on cores of their own.
     #[arg(long, env = "MYCOSYNTH_WORKERS", default_value_t = std::num::NonZeroUsize::MIN)]
     pub workers: std::num::NonZeroUsize,
+    /// JetStream domain of a site replica whose lag this validator watches and exports
+    /// (`mycosynth_site_*` metrics, `mycosynth status`); repeatable or comma-separated.
+    #[arg(
+        long = "site",
+        value_name = "DOMAIN",
+        env = "MYCOSYNTH_SITES",
+        value_delimiter = ','
+    )]
+    pub sites: Vec<String>,
 }
 
 /// `mycosynth audit [--namespace N] [--env E] [--identity I] [--since T] [verify]`

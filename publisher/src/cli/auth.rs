@@ -1,8 +1,8 @@
 //! `mycosynth auth serve|users-conf|token|keygen`: the NATS auth callout and what a deployment
 //! of it needs (static tokens, its keys), and the static server config of an identities file.
 
-use std::future::Future;
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use mycosynth_subscriber::wire::IdentityKind;
@@ -10,6 +10,7 @@ use mycosynth_subscriber::wire::IdentityKind;
 use super::args::{AuthCommand, CalloutArgs, CalloutKey, Cli};
 use super::exit::{self, CliError};
 use crate::callout::{self, identities, tokens, CalloutConfig, ConfigError};
+use crate::validator::http;
 
 /// The commands that need no connection (`serve` is started by `main`, with its own logging).
 pub fn run(command: AuthCommand, json: bool) -> Result<(), CliError> {
@@ -68,39 +69,43 @@ fn users_conf(path: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `mycosynth auth serve`: loads the config, connects (with this invocation's credentials:
-/// the callout's own user, one of the server's `auth_users`), serves `/metrics` and `/health`,
-/// and answers until `stop` resolves.
-pub async fn serve(
-    cli: &Cli,
-    args: &CalloutArgs,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), CliError> {
+/// `mycosynth auth serve`: runs the callout until SIGINT or SIGTERM; returns the exit code.
+pub async fn serve(cli: &Cli, args: &CalloutArgs) -> ExitCode {
+    match answer(cli, args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => exit::report(&err, false),
+    }
+}
+
+/// Loads the config, connects (with this invocation's credentials: the callout's own user,
+/// one of the server's `auth_users`), serves `/metrics` and `/health`, and answers until
+/// SIGINT or SIGTERM.
+async fn answer(cli: &Cli, args: &CalloutArgs) -> Result<(), CliError> {
     let config = CalloutConfig::load(&args.config).map_err(|e| match e {
         ConfigError::Unreadable { .. } => CliError::Local(exit::INPUT, e.to_string()),
         ConfigError::Invalid { .. } => CliError::Local(exit::VALIDATION, e.to_string()),
     })?;
     let creds = super::identity::credentials(cli)?;
-    let metrics = crate::http::install_metrics()
+    let metrics = http::install_metrics()
         .map_err(|e| CliError::Local(exit::INTERNAL, format!("metrics: {e}")))?;
     let client = crate::connect_with(&cli.nats_url, "mycosynth-callout", &creds)
         .await
         .map_err(|e| CliError::Local(exit::UNAVAILABLE, format!("NATS {}: {e}", cli.nats_url)))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let http = crate::http::serve(args.http, metrics, client.clone(), async move {
+    let bound = http::serve(args.http, metrics, client.clone(), async move {
         let _ = http_stop.wait_for(|s| *s).await;
     })
     .await
     .map_err(|e| CliError::Local(exit::UNAVAILABLE, format!("--http {}: {e}", args.http)))?;
     tracing::info!(
-        http = %http,
+        http = %bound,
         account = %config.account,
         backends = ?config.backends.iter().map(|b| b.name()).collect::<Vec<_>>(),
         encrypted = config.xkey.is_some(),
         "ready"
     );
-    let outcome = callout::run(Arc::new(config), client, stop).await;
+    let outcome = callout::run(Arc::new(config), client, super::serve::stop_signal()).await;
     let _ = stop_tx.send(true);
     outcome.map_err(|e| CliError::Local(exit::UNAVAILABLE, e.to_string()))
 }

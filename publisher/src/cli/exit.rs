@@ -30,13 +30,19 @@ pub const DRIFT: u8 = 10;
 pub const RATE_LIMITED: u8 = 11;
 /// `audit verify`: the audit log's hash chain is broken (records removed, edited or forged).
 pub const AUDIT_BROKEN: u8 = 12;
+/// `restore`: the archive is damaged, truncated or not an archive (nothing was written).
+pub const ARCHIVE_DAMAGED: u8 = 13;
+/// `restore`: the cluster already holds Mycosynth state (give `--force`), or a validator runs;
+/// `site init`: a stream of a mirror's name exists and is not that mirror.
+pub const NOT_EMPTY: u8 = 14;
 
 /// The table printed by `mycosynth --help`.
 pub const EXIT_CODES_HELP: &str =
     "Exit codes: 0 ok, 1 internal error, 2 usage, 3 validation failed, \
 4 version conflict, 5 access denied, 6 not found, 7 service unavailable, 8 input file unreadable, \
 9 not converged (status --wait-version), 10 drift found (drift), 11 rate limited, \
-12 audit chain broken (audit verify)";
+12 audit chain broken (audit verify), 13 archive damaged (restore), \
+14 cluster not empty or validator running (restore), or not a mirror (site init)";
 
 /// A CLI failure: the API's error, or a local one with its code.
 #[derive(Debug)]

@@ -9,8 +9,8 @@ use mycosynth_subscriber::{Credentials, CredentialsError};
 
 use super::args::{AuthArg, Cli, PolicyCommand, ServeArgs};
 use super::exit::{self, CliError};
+use crate::access::AuthMode;
 use crate::access::SecurityConfig;
-use crate::auth::AuthMode;
 use crate::client::ApiClient;
 
 fn credentials_error(err: CredentialsError) -> CliError {

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::repo::{ConfigRepo, EnvFile, Finding, PARENT_KEY};
-use crate::inherit::cycle_through;
-use crate::schema::Schema;
 use crate::validate;
+use crate::validate::inherit::cycle_through;
+use crate::validate::Schema;
 use mycosynth_subscriber::wire::{KeyChange, Violation};
 
 /// Every rule the repository breaks (empty: it passes). `require_schema` makes a namespace
@@ -81,10 +81,14 @@ pub fn check(repo: &ConfigRepo, require_schema: bool) -> Vec<Finding> {
                             || v.key.split(", ").any(|k| file.values.contains_key(k))
                     };
                     findings.extend(
-                        crate::inherit::schema_violations(schema, &inherited, &plan.document)
-                            .into_iter()
-                            .filter(own)
-                            .map(finding),
+                        crate::validate::inherit::schema_violations(
+                            schema,
+                            &inherited,
+                            &plan.document,
+                        )
+                        .into_iter()
+                        .filter(own)
+                        .map(finding),
                     );
                 }
             }

@@ -107,4 +107,7 @@ pub struct StatusOutcome {
     /// (None while some instance does not hold it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub convergence_ms: Option<f64>,
+    /// The read-only site replicas the validator watches (`serve --site`), with their lag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<super::SiteLag>,
 }

@@ -17,6 +17,7 @@ mod permissions;
 mod records;
 mod schema_rules;
 mod sealed;
+mod site;
 
 pub use api::*;
 pub use audit::*;
@@ -30,6 +31,7 @@ pub use permissions::*;
 pub use records::*;
 pub use schema_rules::*;
 pub use sealed::*;
+pub use site::*;
 
 #[cfg(test)]
 mod contract_tests {
@@ -40,6 +42,40 @@ mod contract_tests {
     }
     fn env() -> Environment {
         Environment::new("production").unwrap()
+    }
+
+    #[test]
+    fn site_subjects_are_pinned() {
+        assert_eq!(
+            site_head_subject(&ns(), &env()),
+            "mycosynth.site.heads.production.payment-service"
+        );
+        assert_eq!(
+            site_schema_subject(&ns()),
+            "mycosynth.site.schemas.payment-service"
+        );
+        assert_eq!(
+            site_head_republish(),
+            (
+                "$KV.mycosynth-config.*.*._meta.head".to_owned(),
+                "mycosynth.site.heads.{{wildcard(2)}}.{{wildcard(1)}}".to_owned()
+            )
+        );
+        assert_eq!(
+            site_schema_republish(),
+            (
+                "$KV.mycosynth-schemas.*".to_owned(),
+                "mycosynth.site.schemas.{{wildcard(1)}}".to_owned()
+            )
+        );
+        assert_eq!(
+            site_stream_info_subject("eu"),
+            "$JS.eu.API.STREAM.INFO.KV_mycosynth-config"
+        );
+        assert_eq!(
+            site_reply_subject("eu", "x1"),
+            "mycosynth.site.replies.eu.x1"
+        );
     }
 
     #[test]

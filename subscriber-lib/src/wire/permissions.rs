@@ -6,9 +6,8 @@
 //! Every identity reads its replies on its own inbox prefix (`_INBOX_<public nkey>`, see
 //! [`inbox_prefix`]), so no identity can read another's replies.
 //!
-//! A new kind (for example a read-only site leaf) is one more [`IdentityKind`] variant, its
-//! name in [`IdentityKind::name`] and [`IdentityKind::parse`], and one function here returning
-//! its [`Permissions`].
+//! A new kind is one more [`IdentityKind`] variant, its name in [`IdentityKind::name`] and
+//! [`IdentityKind::from_fields`], and one function here returning its [`Permissions`].
 
 use serde::Serialize;
 
@@ -18,6 +17,7 @@ use super::layout::{
     SCHEMA_BUCKET,
 };
 use super::names::{NameError, Namespace};
+use super::site::{domain_api_prefix, site_stream_info_subject};
 
 /// The subject on which nats-server in auth-callout mode asks who a new connection is (NATS
 /// ADR-26).
@@ -49,6 +49,29 @@ pub enum IdentityKind {
     Operator,
     /// A service: reads one namespace.
     Service(Namespace),
+    /// The leaf node of a read-only site replica (its leaf connection, as the hub sees it): it
+    /// may only feed its mirrors of the hub's buckets and answer the hub's lag probes.
+    Site(SiteLeaf),
+}
+
+/// What a site's leaf connection is: its JetStream domain, the hub's, and whether it mirrors
+/// the data keys (its services may read sensitive values).
+///
+/// ```
+/// use mycosynth_subscriber::wire::IdentityKind;
+/// let site = IdentityKind::from_fields("site", &["eu", "hub", "data-keys"]).unwrap();
+/// let IdentityKind::Site(leaf) = &site else { unreachable!() };
+/// assert_eq!((leaf.domain.as_str(), leaf.hub.as_str(), leaf.data_keys), ("eu", "hub", true));
+/// assert!(IdentityKind::from_fields("site", &["eu"]).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SiteLeaf {
+    /// The site's JetStream domain.
+    pub domain: String,
+    /// The hub's JetStream domain.
+    pub hub: String,
+    /// It mirrors the data keys bucket too.
+    pub data_keys: bool,
 }
 
 /// Why a kind cannot be read.
@@ -62,9 +85,11 @@ pub enum IdentityKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KindError {
     /// Not one of the kinds.
-    #[error("unknown identity kind {0:?} (expected nats-admin, validator, operator or service)")]
+    #[error(
+        "unknown identity kind {0:?} (expected nats-admin, validator, operator, service or site)"
+    )]
     Unknown(String),
-    /// A service without its namespace, or another kind with one.
+    /// A service without its namespace, another kind with one, or a site without its domains.
     #[error("identity kind {kind:?} {rule}")]
     Namespace {
         /// The kind.
@@ -75,6 +100,9 @@ pub enum KindError {
     /// The namespace breaks the naming rules.
     #[error("namespace: {0}")]
     BadNamespace(#[from] NameError),
+    /// A site's JetStream domain is not one token of subject characters.
+    #[error("domain {0:?}: a JetStream domain is one token of letters, digits, '-' and '_'")]
+    BadDomain(String),
 }
 
 impl IdentityKind {
@@ -85,31 +113,42 @@ impl IdentityKind {
             IdentityKind::Validator => "validator",
             IdentityKind::Operator => "operator",
             IdentityKind::Service(_) => "service",
+            IdentityKind::Site(_) => "site",
         }
     }
 
-    /// A kind from its name, and the namespace (services need one, the others take none).
+    /// A kind from its name, and the namespace (services need one, the others take none). A
+    /// site, which needs its domains, is read with [`IdentityKind::from_fields`].
     pub fn parse(kind: &str, namespace: Option<&str>) -> Result<IdentityKind, KindError> {
-        let parsed = match (kind, namespace) {
-            ("service", Some(ns)) => return Ok(IdentityKind::Service(Namespace::new(ns)?)),
-            ("service", None) => {
-                return Err(KindError::Namespace {
-                    kind: kind.into(),
-                    rule: "needs a namespace",
-                })
-            }
-            ("nats-admin", _) => IdentityKind::NatsAdmin,
-            ("validator", _) => IdentityKind::Validator,
-            ("operator", _) => IdentityKind::Operator,
-            _ => return Err(KindError::Unknown(kind.into())),
+        IdentityKind::from_fields(kind, namespace.as_slice())
+    }
+
+    /// A kind from its name and the fields that follow the key on its `identities.txt` line:
+    /// `service <namespace>`, `site <site domain> <hub domain> [data-keys]`, nothing for the
+    /// others.
+    pub fn from_fields(kind: &str, fields: &[&str]) -> Result<IdentityKind, KindError> {
+        let wrong = |rule: &'static str| KindError::Namespace {
+            kind: kind.into(),
+            rule,
         };
-        if namespace.is_some() {
-            return Err(KindError::Namespace {
-                kind: kind.into(),
-                rule: "takes no namespace",
-            });
+        match (kind, fields) {
+            ("service", [ns]) => Ok(IdentityKind::Service(Namespace::new(*ns)?)),
+            ("service", []) => Err(wrong("needs a namespace")),
+            ("service", _) => Err(wrong("takes only a namespace")),
+            ("site", [domain, hub, rest @ ..]) if rest.is_empty() || rest == ["data-keys"] => {
+                Ok(IdentityKind::Site(SiteLeaf {
+                    domain: jetstream_domain(domain)?,
+                    hub: jetstream_domain(hub)?,
+                    data_keys: !rest.is_empty(),
+                }))
+            }
+            ("site", _) => Err(wrong("needs <site domain> <hub domain> [data-keys]")),
+            ("nats-admin" | "validator" | "operator", [_, ..]) => Err(wrong("takes no namespace")),
+            ("nats-admin", []) => Ok(IdentityKind::NatsAdmin),
+            ("validator", []) => Ok(IdentityKind::Validator),
+            ("operator", []) => Ok(IdentityKind::Operator),
+            _ => Err(KindError::Unknown(kind.into())),
         }
-        Ok(parsed)
     }
 
     /// The namespace of a service.
@@ -144,6 +183,7 @@ impl IdentityKind {
             IdentityKind::Validator => Some(validator(inbox)),
             IdentityKind::Operator => Some(operator(inbox)),
             IdentityKind::Service(ns) => Some(service(ns, inbox)),
+            IdentityKind::Site(leaf) => Some(site(leaf)),
         }
     }
 }
@@ -197,26 +237,42 @@ fn kv_all(bucket: &str) -> String {
     kv_subject(bucket, ">")
 }
 
+fn jetstream_domain(text: &str) -> Result<String, KindError> {
+    let ok = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    match ok {
+        true => Ok(text.to_owned()),
+        false => Err(KindError::BadDomain(text.to_owned())),
+    }
+}
+
+/// Change-request notices (issue 21): the validator announces each step of a change request
+/// on `mycosynth.requests.<env>.<namespace>`; operators (the console, chat bots) follow them.
+const REQUEST_NOTICES: &str = "mycosynth.requests.>";
+
 fn validator(inbox: String) -> Permissions {
     let api = super::layout::API_PREFIX;
-    let mut publish = allow(
-        [
-            "$JS.API.>".to_owned(),
-            "$JS.ACK.>".to_owned(),
-            "$JS.FC.>".to_owned(),
-            kv_all(CONFIG_BUCKET),
-            kv_all(SCHEMA_BUCKET),
-            kv_all(POLICY_BUCKET),
-            kv_all(KEYS_BUCKET),
-            "mycosynth.events.>".to_owned(),
-            "mycosynth.schema.>".to_owned(),
-            AUDIT_SUBJECTS.to_owned(),
-            "$SRV.>".to_owned(),
-        ]
-        .into_iter()
+    let mut publish = allow([
+        "$JS.API.>".to_owned(),
+        "$JS.ACK.>".to_owned(),
+        "$JS.FC.>".to_owned(),
+        kv_all(CONFIG_BUCKET),
+        kv_all(SCHEMA_BUCKET),
+        kv_all(POLICY_BUCKET),
+        kv_all(KEYS_BUCKET),
+        "mycosynth.events.>".to_owned(),
+        "mycosynth.schema.>".to_owned(),
+        AUDIT_SUBJECTS.to_owned(),
+        "$SRV.>".to_owned(),
+        // The notice of each change-request step.
+        REQUEST_NOTICES.to_owned(),
         // Change requests forwarded to the instance that owns their namespace.
-        .chain([format!("{api}.direct.>")]),
-    );
+        format!("{api}.direct.>"),
+        // Lag probes of the sites' config mirrors (`serve --site`), in any site's domain.
+        site_stream_info_subject("*"),
+    ]);
     // The audit stream is append-only for the validator: only nats-admin may purge, delete or
     // rewrite it.
     publish.deny = ["PURGE", "DELETE", "UPDATE", "MSG.DELETE"]
@@ -229,6 +285,8 @@ fn validator(inbox: String) -> Permissions {
             format!("{api}.>"),
             RECEIPTS_ALL.to_owned(),
             "$SRV.>".to_owned(),
+            // The sites' answers to its lag probes.
+            "mycosynth.site.replies.>".to_owned(),
             inbox,
         ]),
         // Replies to the requests it serves.
@@ -239,7 +297,8 @@ fn validator(inbox: String) -> Permissions {
 fn operator(inbox: String) -> Permissions {
     Permissions {
         publish: allow([format!("{}.>", super::layout::API_PREFIX)]),
-        subscribe: allow([inbox]),
+        // Its replies, and the change-request notices (for the console and chat bots).
+        subscribe: allow([inbox, REQUEST_NOTICES.to_owned()]),
         allow_responses: false,
     }
 }
@@ -276,7 +335,46 @@ fn service(ns: &Namespace, inbox: String) -> Permissions {
         subscribe: allow([
             format!("mycosynth.events.*.{ns}"),
             format!("mycosynth.schema.{ns}"),
+            // At a site: the heads and schemas its mirrors republish.
+            format!("mycosynth.site.heads.*.{ns}"),
+            format!("mycosynth.site.schemas.{ns}"),
             inbox,
+        ]),
+        allow_responses: false,
+    }
+}
+
+/// A site's leaf connection, as the hub sees it: `publish` is what the site may send into the
+/// hub, `subscribe` what the hub may send to the site. Read-only: it may only create the
+/// consumers of its mirrors (and answer their flow control), and answer the hub's lag probe of
+/// its own config mirror on its own reply subjects. No KV subject, no validator API, no event
+/// subject: a site can never write.
+fn site(leaf: &SiteLeaf) -> Permissions {
+    let mut streams = vec![kv_stream(CONFIG_BUCKET), kv_stream(SCHEMA_BUCKET)];
+    if leaf.data_keys {
+        streams.push(kv_stream(KEYS_BUCKET));
+    }
+    let hub_api = domain_api_prefix(&leaf.hub);
+    let mut publish: Vec<String> = streams
+        .iter()
+        .flat_map(|stream| {
+            [
+                format!("{hub_api}.CONSUMER.CREATE.{stream}"),
+                format!("{hub_api}.CONSUMER.CREATE.{stream}.>"),
+                format!("$JS.FC.{stream}.>"),
+                format!("$JS.FC.{}.*.{stream}.>", leaf.hub),
+            ]
+        })
+        .collect();
+    // Its answers to lag probes, on its own domain's reply subjects (`site_reply_subject`).
+    publish.push(format!("mycosynth.site.replies.{}.>", leaf.domain));
+    Permissions {
+        publish: allow(publish),
+        // Mirror deliveries, the replies to its consumer creations, the hub's lag probe.
+        subscribe: allow([
+            "$JS.M.>".to_owned(),
+            "$JSC.R.>".to_owned(),
+            site_stream_info_subject(&leaf.domain),
         ]),
         allow_responses: false,
     }

@@ -20,10 +20,14 @@
 //!   and rotation, the callout down, two callouts sharing the load, tokens added live.
 //! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
 //! - `sensitive`: sensitive values sealed in KV, events, CLI and logs; clear in subscribers.
+//! - `sites`: a hub and a leaf-node site: changes reach the site's subscribers, the site serves
+//!   with the hub gone and catches up after, lag in `status`, a site credential cannot write.
+//! - `backup`: backup and restore into a fresh server; a damaged archive is refused.
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
 
 mod abuse;
 mod audit;
+mod backup;
 mod callout;
 mod change_path;
 mod commit_point;
@@ -36,6 +40,7 @@ mod rollback;
 mod security;
 mod sensitive;
 mod service;
+mod sites;
 mod subscriber;
 mod validation;
 
@@ -157,7 +162,7 @@ pub async fn commit_bypassing_validator(
         .commit(&Commit {
             namespace: &namespace,
             environment: &environment,
-            head_expected: mycosynth::committer::HeadExpected::Revision(state.head_revision),
+            head_expected: mycosynth::store::committer::HeadExpected::Revision(state.head_revision),
             request_id: None,
             event: None,
             head: HeadRecord {

@@ -597,7 +597,7 @@ async fn history_names_the_verified_identity_and_bad_signatures_are_refused() {
     // Forged: bob signs, claiming alice's key.
     let body = serde_json::to_vec(&request).expect("body");
     let bob = nkeys::KeyPair::from_seed(&mycosynth_testkit::dev_seed("bob")).expect("bob");
-    let mut headers = mycosynth::auth::sign(&bob, "mycosynth.api.change", &body).expect("sign");
+    let mut headers = mycosynth::access::sign(&bob, "mycosynth.api.change", &body).expect("sign");
     headers.insert(
         HEADER_KEY,
         mycosynth_testkit::dev_public_key("alice").as_str(),
