@@ -70,14 +70,30 @@ MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" serve --http "127.0.
 pids+=($!)
 wait_for validator "$work/validator.log" "ready" "$!"
 
-echo "==> mycosynth policy set nats/secure/dev-policy.json   (as admin: alice may write payment-* in staging only)"
+echo "==> mycosynth policy set nats/secure/dev-policy.json   (alice writes payment-* in staging only; production needs one approval from an admin or alice)"
 "$bin" policy set nats/secure/dev-policy.json
+alice() { MYCOSYNTH_NKEY_FILE="$creds/alice.nk" "$bin" "$@"; }
+# The id of the change request a command's --json answer opened.
+opened() { python3 -c 'import json,sys; print(json.load(sys.stdin)["proposed"]["id"])'; }
+# Waits until the example service printed $1.
+service_shows() {
+  for _ in $(seq 100); do grep -q "$1" "$work/service.log" && break; sleep 0.1; done
+  grep "$1" "$work/service.log"
+}
 
 echo "==> mycosynth schema push payment-service schemas/payment-service.schema.json"
 "$bin" schema push payment-service schemas/payment-service.schema.json
 echo "==> mycosynth validate .   (the config repository: config/<namespace>/<env>.yaml, offline)"
 "$bin" validate .
-echo "==> mycosynth deploy .   (one atomic change set per namespace/environment, git commit recorded)"
+echo "==> mycosynth deploy . --env production   (production needs approval: a change request opens)"
+id="$("$bin" --json deploy . --env production --reason "initial config" | python3 -c 'import json,sys; print(json.load(sys.stdin)["targets"][0]["outcome"]["proposed"]["id"])')"
+"$bin" requests show "$id"
+echo "==> as alice: mycosynth requests list --to-approve; requests approve $id"
+alice requests list --to-approve
+alice requests approve "$id" --comment "looks right"
+echo "==> mycosynth requests apply $id   (committed once, with approved_by)"
+"$bin" requests apply "$id"
+echo "==> mycosynth deploy .   (production is unchanged now; production-eu, which needs no approval, commits)"
 "$bin" deploy . --reason "initial config"
 
 echo "==> starting the example service (subscriber crate)"
@@ -86,32 +102,46 @@ pids+=($!)
 wait_for "the example service" "$work/service.log" "started" "$!"
 cat "$work/service.log"
 
-echo "==> mycosynth set payment-service production database.pool_size 80 --reason 'peak traffic'"
-"$bin" set payment-service production database.pool_size 80 --reason "peak traffic"
-for _ in $(seq 50); do grep -q "database.pool_size = 80" "$work/service.log" && break; sleep 0.1; done
-grep "database.pool_size = 80" "$work/service.log"
+echo "==> mycosynth set payment-service production database.pool_size 80 --emergency --reason 'peak traffic'   (commits at once, opens a review)"
+"$bin" set payment-service production database.pool_size 80 --emergency --reason "peak traffic"
+service_shows "database.pool_size = 80"
 
 echo "==> mycosynth status payment-service production --wait-version 2   (did it land everywhere?)"
 "$bin" status payment-service production --wait-version 2 --timeout 10
+echo "==> as alice: mycosynth requests list --review; the emergency change is reviewed"
+alice requests list --review
+review="$(alice --json requests list --review | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"][0]["id"])')"
+alice requests approve "$review"
+
+at="$(python3 -c 'import datetime; print((datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=4)).strftime("%Y-%m-%dT%H:%M:%SZ"))')"
+echo "==> mycosynth set payment-service production http.retries 3 --at $at   (a scheduled change request)"
+id="$("$bin" --json set payment-service production http.retries 3 --at "$at" --reason "retry more" | opened)"
+alice requests approve "$id"
+"$bin" requests list --scheduled
+echo "    waiting for its time..."
+service_shows "http.retries = 3"
 
 echo "==> an invalid change is refused (exit code 3) and changes nothing:"
 "$bin" set payment-service production database.pool_size 0 || echo "    (exit code $?)"
-
+echo "==> as alice: her own change requests are never hers to approve (exit code 5):"
+own="$(alice --json set payment-service staging http.retries 4 --propose | opened)"
+alice requests approve "$own" || echo "    (exit code $?)"
 echo "==> as alice: a production change is refused by the policy (exit code 5), nothing changes:"
-MYCOSYNTH_NKEY_FILE="$creds/alice.nk" "$bin" set payment-service production database.pool_size 90 || echo "    (exit code $?)"
+alice set payment-service production database.pool_size 90 || echo "    (exit code $?)"
 echo "==> without credentials the NATS server itself refuses the connection (exit code 7):"
 env -u MYCOSYNTH_NKEY_FILE "$bin" get payment-service production || echo "    (exit code $?)"
 
-echo "==> mycosynth rollback payment-service production --to 1"
-"$bin" rollback payment-service production --to 1
-for _ in $(seq 50); do grep -q "version 3" "$work/service.log" && break; sleep 0.1; done
-grep "version 3" "$work/service.log" || true
+echo "==> mycosynth rollback payment-service production --to 1   (a change request too); alice approves; it applies"
+id="$("$bin" --json rollback payment-service production --to 1 | opened)"
+alice requests approve "$id"
+"$bin" requests apply "$id"
+service_shows "version 4" || true
 
 echo "==> mycosynth history payment-service production"
 "$bin" history payment-service production
 
-echo "==> mycosynth audit --namespace payment-service --limit 6   (every request, accepted or refused, with the verified identity)"
-"$bin" audit --namespace payment-service --limit 6
+echo "==> mycosynth audit --namespace payment-service --limit 8   (every request, accepted or refused, with the verified identity)"
+"$bin" audit --namespace payment-service --limit 8
 echo "==> mycosynth audit verify   (the hash chain of the audit log)"
 "$bin" audit verify
 
@@ -119,12 +149,12 @@ echo "==> mycosynth audit verify   (the hash chain of the audit log)"
 echo "==> mycosynth backup (as nats-admin): one checksummed archive, data keys encrypted with backup.key"
 head -c 32 /dev/urandom | base64 > "$work/backup.key"
 MYCOSYNTH_NKEY_FILE="$creds/nats-admin.nk" "$bin" backup "$work/cluster.myco" --key-file "$work/backup.key"
-port2=$((port + 1))
+port2="$(free_port)"
 sed -e "s|127.0.0.1:$port|127.0.0.1:$port2|" -e "s|$work/jetstream|$work/jetstream-restored|" \
   "$work/nats.conf" > "$work/nats-restored.conf"
 "$nats_server" -c "$work/nats-restored.conf" > "$work/nats-restored.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "Server is ready" "$work/nats-restored.log" && break; sleep 0.1; done
+wait_for "the second nats-server" "$work/nats-restored.log" "Server is ready" "$!"
 echo "==> a flipped byte: the archive is refused before anything is written (exit code 13)"
 cp "$work/cluster.myco" "$work/damaged.myco"
 printf '\x00' | dd of="$work/damaged.myco" bs=1 seek=100 conv=notrunc status=none
@@ -134,9 +164,9 @@ echo "==> mycosynth restore into a fresh server (as nats-admin, before any valid
 MYCOSYNTH_NKEY_FILE="$creds/nats-admin.nk" "$bin" --nats-url "nats://127.0.0.1:$port2" \
   restore "$work/cluster.myco" --key-file "$work/backup.key"
 MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" --nats-url "nats://127.0.0.1:$port2" \
-  serve --http 127.0.0.1:19465 --auth signed > "$work/validator-restored.log" 2>&1 &
+  serve --http "127.0.0.1:$(free_port)" --auth signed > "$work/validator-restored.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "ready" "$work/validator-restored.log" && break; sleep 0.1; done
+wait_for "the restored cluster's validator" "$work/validator-restored.log" "ready" "$!"
 echo "==> the restored cluster: same history, and the audit chain continues"
 "$bin" --nats-url "nats://127.0.0.1:$port2" history payment-service production --limit 3
 "$bin" --nats-url "nats://127.0.0.1:$port2" audit verify

@@ -102,6 +102,15 @@ async fn main() {
             }
             return;
         }
+        "schedules" => {
+            let late =
+                mycosynth_benches::schedules::lateness(&api, 200, Duration::from_millis(50)).await;
+            println!(
+                "{}",
+                late.row("scheduled change request: its time → its commit (200 over 10 s)")
+            );
+            return;
+        }
         // Sites: latency at the hub and at a leaf-node site, catch-up after hub outages of
         // 10 s and 60 s; `sites-long`: after 5 minutes (about 7 minutes in all).
         "sites" | "sites-long" => {
@@ -226,6 +235,14 @@ async fn main() {
     println!("| two validators | {throughput_two_one:.0} | {throughput_two_many:.0} |");
     println!("| two validators, client sending to the owner (`route_to_owners`) | {routed_two_one:.0} | {routed_two_many:.0} |");
 
+    let schedules =
+        mycosynth_benches::schedules::lateness(&api, 200, Duration::from_millis(50)).await;
+    println!("\n| how late schedules fire (µs) | p50 | p90 | p99 | p99.9 | max | n |\n|---|---|---|---|---|---|---|");
+    println!(
+        "{}",
+        schedules.row("scheduled change request: its time → its commit (200 over 10 s)")
+    );
+
     let (from_nats_ms, from_cache_ms, subscriber_rss) = startup(&api, &url).await;
     println!("\n| startup with 10,000 keys | ms |\n|---|---|");
     println!("| connect → first read, from NATS | {from_nats_ms:.1} |\n| connect → first read, from the cache | {from_cache_ms:.1} |");
@@ -278,6 +295,7 @@ async fn main() {
         "etcd_watch_us": etcd,
         "auth_callout": callout,
         "propagation_durable_us": durable,
+        "schedule_lateness_us": schedules,
         "read_ns": {
             "under_1000_updates_per_s": {"one_thread": reads.0, "two_threads": reads.1},
             "single_thread_idle": "criterion: target/criterion/read/*",

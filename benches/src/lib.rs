@@ -15,6 +15,7 @@ pub mod callout;
 pub mod etcd;
 pub mod paths;
 pub mod reads;
+pub mod schedules;
 pub mod sites;
 
 /// A nats-server and a validator serving it; both stop on drop.

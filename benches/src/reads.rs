@@ -72,6 +72,8 @@ pub async fn under_updates(
                     reason: String::new(),
                     source: "bench".into(),
                     committed_at_us: 0,
+                    approved_by: Vec::new(),
+                    change_request: None,
                 };
                 if client
                     .publish(subject.clone(), event.encode().into())

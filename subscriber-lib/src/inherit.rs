@@ -156,6 +156,8 @@ async fn forward(
             author: notice.author.clone(),
             reason: notice.reason.clone(),
             change_id: notice.change_id.clone(),
+            approved_by: notice.approved_by.clone(),
+            change_request: notice.change_request.clone(),
             committed_at_us: notice.committed_at_us,
             applied_at_us: now_us(),
             cause: NoticeCause::Inherited,

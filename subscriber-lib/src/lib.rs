@@ -113,6 +113,8 @@ mod docs_examples {
     mod config_as_code {}
     #[doc = include_str!("../../docs/security.md")]
     mod security {}
+    #[doc = include_str!("../../docs/change-requests.md")]
+    mod change_requests {}
     #[doc = include_str!("../../docs/performance.md")]
     mod performance {}
     #[doc = include_str!("../../docs/regions.md")]

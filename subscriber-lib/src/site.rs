@@ -90,6 +90,8 @@ pub(crate) fn head_event(
         reason: head.meta.reason,
         source: head.meta.source.as_str().to_owned(),
         committed_at_us: head.meta.time_us,
+        approved_by: head.meta.approved_by,
+        change_request: head.meta.change_request,
     };
     Ok(SiteMessage::Event(event.encode()))
 }
@@ -113,6 +115,8 @@ mod tests {
                 git_commit: None,
                 request_id: None,
                 emergency: false,
+                approved_by: vec![],
+                change_request: None,
             },
             changes,
         };

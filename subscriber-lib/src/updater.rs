@@ -51,6 +51,11 @@ pub struct ChangeNotice {
     pub reason: String,
     /// Change set id (empty after a resync).
     pub change_id: String,
+    /// The verified identities that approved the change request the change set came from
+    /// (empty when it needed no approval, and after a resync).
+    pub approved_by: Vec<String>,
+    /// The change request it came from, if any (none after a resync).
+    pub change_request: Option<String>,
     /// Commit time in µs since the Unix epoch (for a resync, of the newest change set).
     pub committed_at_us: i64,
     /// When this subscriber made the version visible, µs since the Unix epoch.
@@ -372,10 +377,16 @@ impl Updater {
         let (committed_at_us, bytes) = (parsed.committed_at_us, parsed.bytes);
         self.publish(next, committed_at_us, || {
             // Checked when it was parsed, so this second read does not fail.
-            let (author, reason, change_id) = bytes
+            let (author, reason, change_id, approved_by, change_request) = bytes
                 .read(|e| {
                     let text = |s: &rkyv::string::ArchivedString| s.as_str().to_owned();
-                    (text(&e.author), text(&e.reason), text(&e.change_id))
+                    (
+                        text(&e.author),
+                        text(&e.reason),
+                        text(&e.change_id),
+                        e.approved_by.iter().map(text).collect(),
+                        e.change_request.as_ref().map(text),
+                    )
                 })
                 .unwrap_or_default();
             ChangeNotice {
@@ -385,6 +396,8 @@ impl Updater {
                 author,
                 reason,
                 change_id,
+                approved_by,
+                change_request,
                 committed_at_us,
                 applied_at_us: 0,
                 cause: NoticeCause::Event,
@@ -574,6 +587,8 @@ impl Updater {
                 author: String::new(),
                 reason: String::new(),
                 change_id: String::new(),
+                approved_by: Vec::new(),
+                change_request: None,
                 committed_at_us: loaded.committed_at_us,
                 applied_at_us: 0,
                 cause: NoticeCause::Resync,

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use mycosynth_subscriber::wire::{Policy, Role};
+use mycosynth_subscriber::wire::{ApprovalRule, ErrorKind, Policy, Role};
 
-use super::policy::Scope;
-use crate::failure::Failure;
+use super::policy::{is_among, Scope};
+use crate::failure::{failure, Failure};
 
 /// The caller of one request, as established by [`authenticate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,16 @@ impl Caller {
         }
     }
 
+    /// Whether the caller holds `role` on `scope`, without logging or counting a denial (for
+    /// filtering what a listing shows).
+    pub fn may_quietly(&self, role: Role, scope: Scope<'_>) -> bool {
+        match &self.identity {
+            None => true,
+            Some(identity) => super::policy::role_of(&self.policy, identity, scope)
+                .is_some_and(|held| held >= role),
+        }
+    }
+
     /// The name to record as author: the verified identity, else what the request declared.
     pub fn author(&self, declared: String) -> String {
         self.identity.clone().unwrap_or(declared)
@@ -68,4 +78,64 @@ impl Caller {
             policy: Arc::default(),
         }
     }
+}
+
+impl Caller {
+    /// The approval rule deciding changes to `namespace`/`environment` (none in open mode).
+    pub fn approval_rule(&self, namespace: &str, environment: &str) -> Option<&ApprovalRule> {
+        super::policy::approval_rule(&self.policy, namespace, environment)
+    }
+
+    /// Ok if the caller may approve (or reject) change requests of `namespace`/`environment`
+    /// under `rule` (with no rule, like `--propose` where none applies: anyone who may write
+    /// there). Open mode: everyone.
+    pub fn may_approve(
+        &self,
+        rule: Option<&ApprovalRule>,
+        namespace: &str,
+        environment: &str,
+    ) -> Result<(), Failure> {
+        let Some(identity) = &self.identity else {
+            return Ok(());
+        };
+        match rule {
+            Some(rule) if is_among(&self.policy, identity, &rule.approvers, namespace, environment) => Ok(()),
+            Some(rule) => Err(denied("approve", format!(
+                "identity {identity:?} may not approve change requests of {namespace}/{environment}: the approval rule for {}/{} names the approvers {:?}",
+                rule.namespace, rule.environment, rule.approvers
+            ))),
+            None => self.may("approve change requests of", Role::Write, Scope::Env(namespace, environment)),
+        }
+    }
+
+    /// Ok if the caller may commit at once with `--emergency` where `rule` requires approval.
+    pub fn may_take_emergency(
+        &self,
+        rule: &ApprovalRule,
+        namespace: &str,
+        environment: &str,
+    ) -> Result<(), Failure> {
+        let Some(identity) = &self.identity else {
+            return Ok(());
+        };
+        if is_among(
+            &self.policy,
+            identity,
+            &rule.emergency,
+            namespace,
+            environment,
+        ) {
+            return Ok(());
+        }
+        Err(denied("emergency", format!(
+            "identity {identity:?} may not take the emergency path in {namespace}/{environment}: the approval rule for {}/{} allows {:?}; propose the change instead",
+            rule.namespace, rule.environment, rule.emergency
+        )))
+    }
+}
+
+fn denied(action: &'static str, message: String) -> Failure {
+    metrics::counter!("mycosynth_validator_denials_total", "action" => action).increment(1);
+    tracing::warn!(reason = %message, "request denied by the approval rule");
+    failure(ErrorKind::AccessDenied, message)
 }

@@ -183,5 +183,6 @@ fn bootstrap(admins: &[(String, String)]) -> Policy {
                 environment: "*".into(),
             })
             .collect(),
+        approvals: Vec::new(),
     }
 }

@@ -41,6 +41,9 @@ pub struct Envelope {
     /// Why, as the caller says.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The change request a request is about (`<namespace>.<env>.<short id>`).
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 /// A change's key name; its value is skipped.
@@ -57,7 +60,17 @@ impl Envelope {
         if body.len() > mycosynth_subscriber::wire::MAX_REQUEST_BYTES {
             return Envelope::default();
         }
-        serde_json::from_slice(body).unwrap_or_default()
+        let mut envelope: Envelope = serde_json::from_slice(body).unwrap_or_default();
+        // A change request's id names its namespace and environment.
+        if let Some(id) = envelope
+            .id
+            .as_deref()
+            .and_then(|id| mycosynth_subscriber::wire::ProposalId::parse(id).ok())
+        {
+            envelope.namespace = Some(id.namespace().to_string());
+            envelope.environment = Some(id.environment().to_string());
+        }
+        envelope
     }
 }
 

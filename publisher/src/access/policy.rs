@@ -2,7 +2,7 @@
 //! environment, the denial message naming identity, action and missing permission, and the
 //! checks a policy document must pass before it is stored.
 
-use mycosynth_subscriber::wire::{ErrorKind, Policy, Role, Violation};
+use mycosynth_subscriber::wire::{ApprovalRule, ErrorKind, Policy, Role, Violation};
 use wildmatch::WildMatch;
 
 use crate::failure::{failure, Failure};
@@ -77,8 +77,60 @@ pub fn check(
     }
 }
 
-/// The rule violations of a policy document: unknown identities in grants, malformed keys,
-/// and a policy that would leave no administrator (nobody could change it again).
+/// The approval rule deciding changes to `namespace`/`environment`: the first that matches.
+pub fn approval_rule<'p>(
+    policy: &'p Policy,
+    namespace: &str,
+    environment: &str,
+) -> Option<&'p ApprovalRule> {
+    policy
+        .approvals
+        .iter()
+        .find(|r| covers(&r.namespace, namespace) && covers(&r.environment, environment))
+}
+
+/// A principal of an approval rule: an identity, or everyone holding at least a role.
+enum Principal<'a> {
+    Identity(&'a str),
+    AtLeast(Role),
+}
+
+fn principal_kind<'a>(policy: &Policy, principal: &'a str) -> Result<Principal<'a>, String> {
+    match principal.strip_prefix("role:") {
+        Some("read") => Ok(Principal::AtLeast(Role::Read)),
+        Some("write") => Ok(Principal::AtLeast(Role::Write)),
+        Some("admin") => Ok(Principal::AtLeast(Role::Admin)),
+        Some(other) => Err(format!(
+            "{principal:?}: no role {other:?} (read, write or admin)"
+        )),
+        None if policy.identities.contains_key(principal) => Ok(Principal::Identity(principal)),
+        None => Err(format!(
+            "{principal:?} is not in identities (nor role:<read|write|admin>)"
+        )),
+    }
+}
+
+/// Whether `identity` is one of `principals` on `namespace`/`environment`.
+pub fn is_among(
+    policy: &Policy,
+    identity: &str,
+    principals: &[String],
+    namespace: &str,
+    environment: &str,
+) -> bool {
+    principals.iter().any(|p| match principal_kind(policy, p) {
+        Ok(Principal::Identity(name)) => name == identity,
+        Ok(Principal::AtLeast(role)) => {
+            role_of(policy, identity, Scope::Env(namespace, environment))
+                .is_some_and(|held| held >= role)
+        }
+        Err(_) => false,
+    })
+}
+
+/// The rule violations of a policy document: unknown identities in grants and approval rules,
+/// malformed keys, and a policy that would leave no administrator (nobody could change it
+/// again).
 pub fn violations(policy: &Policy) -> Vec<Violation> {
     let mut found = Vec::new();
     let mut rule = |key: String, rule: &str, message: String| {
@@ -110,6 +162,28 @@ pub fn violations(policy: &Policy) -> Vec<Violation> {
                 format!(
                     "grant {i} names identity {:?}, which is not in identities",
                     grant.identity
+                ),
+            );
+        }
+    }
+    for (i, approval) in policy.approvals.iter().enumerate() {
+        for (field, principals) in [
+            ("approvers", &approval.approvers),
+            ("emergency", &approval.emergency),
+        ] {
+            for principal in principals {
+                if let Err(message) = principal_kind(policy, principal) {
+                    rule(format!("approvals[{i}].{field}"), "principal", message);
+                }
+            }
+        }
+        if approval.approvals > 0 && approval.approvers.is_empty() {
+            rule(
+                format!("approvals[{i}].approvers"),
+                "approvers",
+                format!(
+                    "approval rule {i} needs {} approval(s) but names no approvers",
+                    approval.approvals
                 ),
             );
         }
@@ -157,7 +231,51 @@ mod tests {
                 grant("team", Role::Write, "payment-*", "staging"),
                 grant("team", Role::Read, "payment-*", "*"),
             ],
+            approvals: vec![ApprovalRule {
+                namespace: "*".into(),
+                environment: "production".into(),
+                approvals: 1,
+                approvers: vec!["role:admin".into()],
+                emergency: vec!["team".into()],
+            }],
         }
+    }
+
+    #[test]
+    fn the_first_matching_approval_rule_decides_and_principals_resolve() {
+        let p = policy();
+        let rule = approval_rule(&p, "payment-service", "production").unwrap();
+        assert_eq!(rule.approvals, 1);
+        assert!(approval_rule(&p, "payment-service", "staging").is_none());
+        assert!(is_among(
+            &p,
+            "root",
+            &rule.approvers,
+            "payment-service",
+            "production"
+        ));
+        assert!(!is_among(
+            &p,
+            "team",
+            &rule.approvers,
+            "payment-service",
+            "production"
+        ));
+        assert!(is_among(
+            &p,
+            "team",
+            &rule.emergency,
+            "payment-service",
+            "production"
+        ));
+        let mut bad = p.clone();
+        bad.approvals[0].approvers = vec!["role:owner".into(), "nobody".into()];
+        let found = violations(&bad);
+        assert_eq!(
+            found.iter().filter(|v| v.rule == "principal").count(),
+            2,
+            "{found:?}"
+        );
     }
 
     #[test]

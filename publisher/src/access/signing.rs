@@ -175,6 +175,7 @@ mod tests {
             )]
             .into(),
             grants: Vec::new(),
+            approvals: Vec::new(),
         }
     }
 

@@ -107,6 +107,7 @@ mod tests {
                     reason: String::new(),
                     version: Some(seq),
                     change_id: None,
+                    change_request: None,
                     prev_hash: prev.clone(),
                     hash: String::new(),
                 };

@@ -24,6 +24,27 @@ struct OkView {
     version: Option<u64>,
     #[serde(default)]
     change_id: Option<String>,
+    /// A change that became a change request.
+    #[serde(default)]
+    proposed: Option<IdView>,
+    /// A change request's step.
+    #[serde(default)]
+    request: Option<IdView>,
+    /// A change request's commit.
+    #[serde(default)]
+    applied: Option<AppliedView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IdView {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AppliedView {
+    version: u64,
+    #[serde(default)]
+    change_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,14 +73,19 @@ pub fn draft(
     let keys = keys.iter().map(|k| clip(k)).collect();
     // A reply is ok, an error, or (when the validator could not encode one) unreadable.
     let view: ReplyView = serde_json::from_slice(reply).unwrap_or_default();
+    let mut change_request = envelope.id.clone();
     let (outcome, reason, version, change_id) = match (view.ok, view.error) {
         (_, Some(error)) => (error.kind, error.message, None, None),
-        (Some(ok), None) => (
-            "ok".to_owned(),
-            envelope.reason.clone().unwrap_or_default(),
-            ok.version,
-            ok.change_id,
-        ),
+        (Some(ok), None) => {
+            let opened = ok.proposed.or(ok.request).map(|p| p.id);
+            change_request = change_request.or(opened);
+            let (version, change_id) = match ok.applied {
+                Some(applied) => (Some(applied.version), applied.change_id),
+                None => (ok.version, ok.change_id),
+            };
+            let reason = envelope.reason.clone().unwrap_or_default();
+            ("ok".to_owned(), reason, version, change_id)
+        }
         (None, None) => (
             "internal".to_owned(),
             "reply not readable".to_owned(),
@@ -81,6 +107,7 @@ pub fn draft(
         reason: clip(&reason),
         version,
         change_id,
+        change_request: change_request.map(|id| clip(&id)),
         prev_hash: String::new(),
         hash: String::new(),
     }

@@ -282,6 +282,8 @@ mod tests {
                 git_commit: None,
                 request_id: Some("r1".into()),
                 emergency: false,
+                approved_by: vec![],
+                change_request: None,
             },
             changes: Some(changes),
         }

@@ -227,6 +227,9 @@ pub enum Command {
     },
     /// List audit records (every request the validator handled), or `audit verify` the chain.
     Audit(AuditArgs),
+    /// Change requests: list, show, approve, reject, cancel, amend, rebase, apply.
+    #[command(subcommand)]
+    Requests(RequestsCommand),
     /// Read-only site replicas on leaf nodes (run against the site's own server).
     #[command(subcommand)]
     Site(SiteCommand),
@@ -376,9 +379,138 @@ pub struct ChangeArgs {
     #[arg(long)]
     pub expect_version: Option<u64>,
     /// Mark the change as an emergency override (needs --reason); `drift` flags it until
-    /// the files catch up.
+    /// the files catch up. Where approval is required, only identities the approval rule
+    /// allows may, and a review of the change is opened.
     #[arg(long)]
     pub emergency: bool,
+    /// Propose the change for review (a change request) even where no approval is required.
+    #[arg(long)]
+    pub propose: bool,
+    /// Apply the change at this time (RFC 3339, e.g. 2026-12-24T06:00:00Z), once approved.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// A change request expires unapplied after this long (e.g. 30m, 12h, 7d; default 7d).
+    #[arg(long, value_parser = parse_duration)]
+    pub expires: Option<u64>,
+    /// How late after --at a scheduled change may still be applied if no validator ran at
+    /// its time (default 10m); after that it is marked missed.
+    #[arg(long, value_parser = parse_duration)]
+    pub grace: Option<u64>,
+}
+
+/// A duration as `N`, `Ns`, `Nm`, `Nh` or `Nd`: seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let count: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: use a whole number with s, m, h or d (e.g. 7d)"))?;
+    let per = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use s, m, h or d)"
+            ))
+        }
+    };
+    count
+        .checked_mul(per)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// `mycosynth requests ...`: change requests (review and scheduled application).
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// List change requests (default: every pending one you may read).
+    List {
+        /// Only yours.
+        #[arg(long)]
+        mine: bool,
+        /// Only those you may approve and have not.
+        #[arg(long)]
+        to_approve: bool,
+        /// Only scheduled ones, by time.
+        #[arg(long)]
+        scheduled: bool,
+        /// Only reviews of emergency changes still waiting.
+        #[arg(long)]
+        review: bool,
+        /// Final ones too.
+        #[arg(long)]
+        all: bool,
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Show one, with its diff against the current state and the keys it conflicts on.
+    Show {
+        /// Its id (`requests list` shows them).
+        id: String,
+    },
+    /// Approve one, bound to the content you reviewed.
+    Approve {
+        /// Its id.
+        id: String,
+        /// The content hash `requests show` printed (default: the one it has now, shown as
+        /// it is approved).
+        #[arg(long)]
+        content_hash: Option<String>,
+        /// A comment.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Reject one.
+    Reject {
+        /// Its id.
+        id: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw one of yours.
+    Cancel {
+        /// Its id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Replace the change set of one of yours (its approvals are dropped).
+    Amend {
+        /// Its id.
+        id: String,
+        /// KEY=JSON to set (repeatable).
+        #[arg(long = "set", value_name = "KEY=JSON")]
+        set: Vec<String>,
+        /// KEY to delete (repeatable).
+        #[arg(long)]
+        delete: Vec<String>,
+        /// A YAML or JSON file of keys to set.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// A new reason.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Validate one again on the current state after a conflict (its approvals are dropped).
+    Rebase {
+        /// Its id.
+        id: String,
+    },
+    /// Apply an approved one now.
+    Apply {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// `mycosynth schema ...`

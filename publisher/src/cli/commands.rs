@@ -92,6 +92,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             super::gitops::run(&api, command, &author, timeout, json).await
         }
+        Command::Requests(command) => {
+            let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
+            super::change_requests::run(&api, command, &author, timeout, json).await
+        }
         Command::Audit(args) => {
             let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             super::audit::run(&api, args, &author, timeout, json).await

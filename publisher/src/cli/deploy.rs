@@ -176,7 +176,14 @@ async fn deploy_file(
 
 fn print_deployed(file: &repo::EnvFile, deployed: &Deployed, dry_run: bool) {
     let outcome = &deployed.outcome;
-    let state = if dry_run {
+    let state = if let Some(proposed) = &outcome.proposed {
+        format!(
+            "change request {} opened ({}, needs {} approval(s)); nothing committed",
+            proposed.id,
+            proposed.state.as_str(),
+            proposed.required
+        )
+    } else if dry_run {
         if outcome.diff.is_empty() && !deployed.parent_changed {
             format!("no change (version {})", outcome.version)
         } else {

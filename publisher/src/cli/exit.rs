@@ -88,9 +88,13 @@ pub fn report(err: &CliError, json: bool) -> ExitCode {
                     err.message
                 );
             } else {
+                let what = match err.kind {
+                    ErrorKind::Validation => "validation failed".to_owned(),
+                    kind => kind.as_str().replace('_', " "),
+                };
                 for v in &err.violations {
                     eprintln!(
-                        "mycosynth: validation failed: key {:?} broke rule {:?}: {}",
+                        "mycosynth: {what}: key {:?} broke rule {:?}: {}",
                         v.key, v.rule, v.message
                     );
                 }

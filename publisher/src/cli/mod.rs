@@ -6,6 +6,7 @@ pub mod args;
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod change_requests;
 pub mod commands;
 pub mod deploy;
 pub mod exit;

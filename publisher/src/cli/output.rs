@@ -3,7 +3,8 @@
 
 use mycosynth_subscriber::wire::{
     is_sealed, ChangeOutcome, DiffEntry, GetOutcome, HistoryOutcome, InstanceState,
-    SchemaPushOutcome, SchemaRecord, StatusOutcome, REDACTED,
+    ProposalOutcome, ProposalRecord, ProposalState, SchemaPushOutcome, SchemaRecord, StatusOutcome,
+    REDACTED,
 };
 use serde_json::Value;
 
@@ -28,6 +29,27 @@ pub fn change(outcome: &ChangeOutcome, dry_run: bool, as_json: bool) {
         return;
     }
     diff(&outcome.diff);
+    if let Some(proposed) = &outcome.proposed {
+        if outcome.committed {
+            println!(
+                "committed version {} (was {}) as an emergency change; review {} opened",
+                outcome.version, outcome.previous_version, proposed.id
+            );
+        } else {
+            let when = proposed
+                .at_us
+                .map(|at| format!(", applies at {}", rfc3339(at)))
+                .unwrap_or_default();
+            println!(
+                "change request {} {}: needs {} approval(s){when}; nothing committed (still at version {})",
+                proposed.id,
+                proposed.state.as_str(),
+                proposed.required,
+                outcome.version
+            );
+        }
+        return;
+    }
     if dry_run {
         println!(
             "dry run: valid; {} key(s) would change at version {}",
@@ -87,7 +109,7 @@ pub fn history(outcome: &HistoryOutcome, as_json: bool) {
             format!(" — {}", set.meta.reason)
         };
         let marks = format!(
-            "{}{}",
+            "{}{}{}",
             if set.meta.emergency {
                 ", EMERGENCY"
             } else {
@@ -97,7 +119,8 @@ pub fn history(outcome: &HistoryOutcome, as_json: bool) {
                 .git_commit
                 .as_deref()
                 .map(|c| format!(", git {c}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            approvals(&set.meta)
         );
         println!(
             "v{}  {}  {}  [{}{marks}]{}",
@@ -208,4 +231,128 @@ pub fn fleet(status: &StatusOutcome, as_json: bool) {
         status.instances.len()
     );
     super::backup::print_sites(&status.sites);
+}
+
+/// A time in µs since the epoch, as RFC 3339.
+fn rfc3339(us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| us.to_string())
+}
+
+/// One line per change request (`scheduled`: with its time first).
+pub fn proposals(records: &[ProposalRecord], scheduled: bool) {
+    if records.is_empty() {
+        println!("no change requests");
+    }
+    for record in records {
+        let when = record.at_us.map(rfc3339);
+        match (scheduled, when) {
+            (true, Some(when)) => println!("{when}  {}", summary(record)),
+            (_, Some(when)) => println!("{}  at {when}", summary(record)),
+            (_, None) => println!("{}", summary(record)),
+        }
+    }
+}
+
+fn summary(record: &ProposalRecord) -> String {
+    let reason = if record.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" — {}", record.reason)
+    };
+    format!(
+        "{}  {:<10} {}/{}  {} by {}  approvals {}/{}{reason}",
+        record.id,
+        record.state.as_str(),
+        record.namespace,
+        record.environment,
+        match record.kind {
+            mycosynth_subscriber::wire::ProposalKind::Change => "change",
+            mycosynth_subscriber::wire::ProposalKind::Review => "review",
+        },
+        record.author,
+        record.approved_by().len(),
+        record.required
+    )
+}
+
+/// A change request after a step: its summary, approvals, state and what it changes.
+pub fn proposal(outcome: &ProposalOutcome, as_json: bool) {
+    if as_json {
+        json(outcome);
+        return;
+    }
+    let record = &outcome.request;
+    println!("{}", summary(record));
+    println!(
+        "  base version {}, content {}",
+        record.base_version, record.content_hash
+    );
+    for approval in &record.approvals {
+        let comment = if approval.comment.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", approval.comment)
+        };
+        println!(
+            "  approved by {} at {}{comment}",
+            approval.identity, approval.time
+        );
+    }
+    if let Some(at) = record.at_us {
+        println!(
+            "  scheduled for {} (grace {} s)",
+            rfc3339(at),
+            record.grace_s
+        );
+    }
+    if let Some(closed) = &record.closed {
+        println!(
+            "  {} by {} at {}: {}",
+            record.state.as_str(),
+            closed.identity,
+            closed.time,
+            closed.reason
+        );
+    }
+    if let Some(applied) = &record.applied {
+        println!(
+            "  applied as version {} by {} at {}",
+            applied.version, applied.by, applied.time
+        );
+    }
+    let shown = if outcome.diff_now.is_empty() || record.state == ProposalState::Applied {
+        &record.diff
+    } else {
+        &outcome.diff_now
+    };
+    diff(shown);
+    if !outcome.conflicts.is_empty() {
+        println!(
+            "  conflicts: {} changed since version {}; `requests rebase {}` to go on",
+            outcome.conflicts.join(", "),
+            record.base_version,
+            record.id
+        );
+    }
+}
+
+/// `, approved by bob, carol (request <id>)` when a change came from a change request.
+fn approvals(meta: &mycosynth_subscriber::wire::ChangeMeta) -> String {
+    let by = if meta.approved_by.is_empty() {
+        String::new()
+    } else {
+        format!(", approved by {}", meta.approved_by.join(", "))
+    };
+    let request = meta
+        .change_request
+        .as_deref()
+        .map(|id| format!(" (request {id})"))
+        .unwrap_or_default();
+    format!("{by}{request}")
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use mycosynth_subscriber::wire::{
     endpoint, ApiError, ChangeOutcome, ChangeRequest, ChangeSource, ErrorKind, GetOutcome,
-    GetRequest, HistoryOutcome, HistoryRequest, KeyChange, RollbackRequest, SchemaGetRequest,
-    SchemaPushOutcome, SchemaPushRequest, SchemaRecord, Violation,
+    GetRequest, HistoryOutcome, HistoryRequest, KeyChange, ProposeOptions, RollbackRequest,
+    SchemaGetRequest, SchemaPushOutcome, SchemaPushRequest, SchemaRecord, Violation,
 };
 use serde_json::Value;
 
@@ -37,59 +37,8 @@ pub enum Request {
 /// The request of a request command, from local input only.
 pub fn build(command: Command, author: &str) -> Result<Request, CliError> {
     Ok(match command {
-        Command::Set {
-            namespace,
-            env,
-            key,
-            value,
-            change,
-        } => {
-            let value: Value = serde_json::from_str(&value).map_err(|e| {
-                CliError::Api(validation(&key, "json", format!("key {key:?}: value is not valid JSON ({e}); quote strings, e.g. '\"text\"'")))
-            })?;
-            let set = vec![KeyChange::set(key, value)];
-            Request::Change(change_request(
-                namespace,
-                env,
-                set,
-                change,
-                author,
-                ChangeSource::Cli,
-            ))
-        }
-        Command::Delete {
-            namespace,
-            env,
-            key,
-            change,
-        } => {
-            let delete = vec![KeyChange { key, value: None }];
-            Request::Change(change_request(
-                namespace,
-                env,
-                delete,
-                change,
-                author,
-                ChangeSource::Cli,
-            ))
-        }
-        Command::Apply {
-            file,
-            namespace,
-            env,
-            dry_run,
-            prune,
-            change,
-        } => {
-            let changes = read_config_file(&file)?
-                .into_iter()
-                .map(|(key, value)| KeyChange::set(key, value))
-                .collect();
-            let mut request =
-                change_request(namespace, env, changes, change, author, ChangeSource::Apply);
-            request.dry_run = dry_run;
-            request.replace = prune;
-            Request::Change(request)
+        Command::Set { .. } | Command::Delete { .. } | Command::Apply { .. } => {
+            Request::Change(change_command(command, author)?)
         }
         Command::Get {
             namespace,
@@ -140,6 +89,58 @@ pub fn build(command: Command, author: &str) -> Result<Request, CliError> {
     })
 }
 
+/// The change request of `set`, `delete` or `apply`.
+fn change_command(command: Command, author: &str) -> Result<ChangeRequest, CliError> {
+    Ok(match command {
+        Command::Set {
+            namespace,
+            env,
+            key,
+            value,
+            change,
+        } => {
+            let value: Value = serde_json::from_str(&value).map_err(|e| {
+                CliError::Api(validation(&key, "json", format!("key {key:?}: value is not valid JSON ({e}); quote strings, e.g. '\"text\"'")))
+            })?;
+            let set = vec![KeyChange::set(key, value)];
+            change_request(namespace, env, set, change, author, ChangeSource::Cli)
+        }
+        Command::Delete {
+            namespace,
+            env,
+            key,
+            change,
+        } => {
+            let delete = vec![KeyChange { key, value: None }];
+            change_request(namespace, env, delete, change, author, ChangeSource::Cli)
+        }
+        Command::Apply {
+            file,
+            namespace,
+            env,
+            dry_run,
+            prune,
+            change,
+        } => {
+            let changes = read_config_file(&file)?
+                .into_iter()
+                .map(|(key, value)| KeyChange::set(key, value))
+                .collect();
+            let mut request =
+                change_request(namespace, env, changes, change, author, ChangeSource::Apply);
+            request.dry_run = dry_run;
+            request.replace = prune;
+            request
+        }
+        _ => {
+            return Err(CliError::Local(
+                exit::INTERNAL,
+                "not a change command".into(),
+            ))
+        }
+    })
+}
+
 fn change_request(
     namespace: String,
     env: String,
@@ -148,8 +149,10 @@ fn change_request(
     author: &str,
     source: ChangeSource,
 ) -> ChangeRequest {
+    let proposal = propose_options(&args);
     ChangeRequest {
         expected_version: args.expect_version,
+        proposal,
         emergency: args.emergency,
         reason: args.reason,
         source,
@@ -173,6 +176,7 @@ fn rollback_request(
             "a rollback cannot be marked --emergency".into(),
         ));
     }
+    let proposal = propose_options(&change);
     Ok(Request::Rollback(RollbackRequest {
         namespace,
         environment,
@@ -182,7 +186,19 @@ fn rollback_request(
         reason: change.reason,
         dry_run,
         request_id: Some(uuid::Uuid::now_v7().to_string()),
+        proposal,
     }))
+}
+
+/// The proposal options of a change command, if it gave any.
+fn propose_options(args: &ChangeArgs) -> Option<ProposeOptions> {
+    let options = ProposeOptions {
+        propose: args.propose,
+        at: args.at.clone(),
+        expires_s: args.expires,
+        grace_s: args.grace,
+    };
+    (options != ProposeOptions::default()).then_some(options)
 }
 
 fn schema_push_request(

@@ -181,6 +181,8 @@ mod tests {
                 git_commit: None,
                 request_id: None,
                 emergency: true,
+                approved_by: Vec::new(),
+                change_request: None,
             },
         }
     }

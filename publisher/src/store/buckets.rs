@@ -8,8 +8,8 @@ use bytes::Bytes;
 use mycosynth_subscriber::kv_scan::scan;
 use mycosynth_subscriber::wire::{
     head_key, heads_filter, history_filter, kv_stream, kv_subject, parent_key, parents_filter,
-    request_key, ChangeSetRecord, Environment, HeadRecord, Namespace, ParentRecord, RequestRecord,
-    SchemaRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
+    proposals_filter, request_key, ChangeSetRecord, Environment, HeadRecord, Namespace,
+    ParentRecord, RequestRecord, SchemaRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
 };
 
 use super::committer::Committer;
@@ -31,6 +31,8 @@ pub struct Store {
     pub(super) committer: Committer,
     /// Every schema, kept by a watch (read on every change request).
     schema_watch: Watched,
+    /// Every change request, kept by a watch (the scheduler reads it every tick).
+    pub(super) proposal_watch: Watched,
     /// Every parent declaration, kept by a watch (read on every change request).
     parent_watch: Watched,
     pub(super) read_timeout: Duration,
@@ -142,6 +144,7 @@ impl Store {
         Ok(Store {
             schema_watch: Watched::start(js.clone(), SCHEMA_BUCKET, ">"),
             parent_watch: Watched::start(js.clone(), CONFIG_BUCKET, &parents_filter()),
+            proposal_watch: Watched::start(js.clone(), CONFIG_BUCKET, &proposals_filter(None)),
             committer,
             client,
             js,

@@ -17,14 +17,16 @@
 //!   catching up and completing it.
 //! - `commit.rs`: [`Commit`], what a change set writes, and staging it for the committer.
 //! - [`committer`]: the group-commit task. `watched.rs`: records kept in memory by a KV watch.
+//! - `proposals.rs`: change requests, each step a compare-and-set on its record.
 //! - `records.rs`: reading and writing one JSON record. `error.rs`: [`StoreError`].
 //!
-//! Imports run one way: `buckets`/`state`/`commit` → `records` → `committer` → `error`.
+//! Imports run one way: `buckets`/`state`/`commit`/`proposals` → `records` → `committer` → `error`.
 
 mod buckets;
 mod commit;
 pub mod committer;
 mod error;
+mod proposals;
 mod records;
 mod state;
 mod watched;
@@ -32,5 +34,6 @@ mod watched;
 pub use buckets::{ensure_bucket, BucketOptions, Store, KV_HISTORY, MAX_MESSAGE_BYTES};
 pub use commit::{materialised_records, Commit};
 pub use error::StoreError;
+pub use proposals::Stored;
 pub use records::parse_schema;
 pub use state::{state_at, KeptDocument, State};

@@ -265,6 +265,8 @@ mod tests {
                 git_commit: None,
                 request_id: None,
                 emergency: false,
+                approved_by: Vec::new(),
+                change_request: None,
             },
             changes,
         }

@@ -62,6 +62,20 @@ impl Watched {
         Some(entries.get(key).cloned())
     }
 
+    /// Every present key and its bytes; `None` when the watch is not caught up.
+    pub fn entries(&self) -> Option<Vec<(String, Bytes)>> {
+        if !self.inner.current.load(Ordering::Acquire) {
+            return None;
+        }
+        let entries = self.inner.entries.read().unwrap_or_else(|p| p.into_inner());
+        Some(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    }
+
     /// Records what this instance just wrote (`None`: deleted), before its watch delivers it.
     pub fn record(&self, key: &str, value: Option<Bytes>) {
         let mut entries = self

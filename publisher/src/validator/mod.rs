@@ -8,10 +8,12 @@
 //! - [`endpoints`]: the table of endpoints (request type, permission, flags, handler) and the
 //!   handlers.
 //! - [`change`]: the change path as named steps, and its driver.
+//! - [`requests`]: change requests (proposals): review, approval, application, the scheduler.
 //! - [`affinity`]: which instance writes which namespace/environment.
 //! - `http.rs`: `/metrics` and `/health`.
 //!
-//! Imports run one way: `serve` → `dispatch` → `endpoints` → `change` → `instance`.
+//! Imports run one way: `serve` → `dispatch` → `endpoints` → `requests` → `change` →
+//! `instance`.
 
 pub mod affinity;
 pub mod change;
@@ -19,6 +21,7 @@ mod dispatch;
 pub mod endpoints;
 pub mod http;
 mod instance;
+pub mod requests;
 mod serve;
 
 pub use instance::Validator;

@@ -128,7 +128,7 @@ pub async fn run(
     {
         tracing::warn!("the server has not confirmed the endpoints' subscriptions yet");
     }
-    tracing::info!(nats = %config.nats_url, http = ?http_addr, subject = %api_subject("*"), "validator serving");
+    tracing::info!(nats = %config.nats_url, http = ?http_addr, subject = %api_subject("*"), instance = validator.affinity.own(), "validator serving");
     ready(http_addr);
 
     shutdown.await;
@@ -219,6 +219,10 @@ async fn serve_endpoints(
         let (client, stop) = (client.clone(), stop.clone());
         tasks.spawn(async move { validator.affinity.discover(client, stop).await });
     }
+    tasks.spawn(super::requests::schedule::run(
+        Arc::clone(validator),
+        stop.clone(),
+    ));
     tasks.spawn(fleet::track::track(
         Arc::clone(&validator.fleet),
         validator.store.clone(),

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::proposals::{ProposeOptions, Proposed};
 use super::records::{ChangeSetRecord, ChangeSource, KeyChange, ValueRecord};
 
 /// Largest request the validator reads, in bytes; larger ones are refused with `too_large`.
@@ -47,6 +48,9 @@ pub struct ChangeRequest {
     /// Mark the change as an emergency override (recorded in its metadata; needs a reason).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub emergency: bool,
+    /// Propose it for review or schedule it, instead of committing it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<ProposeOptions>,
 }
 
 impl ChangeRequest {
@@ -78,6 +82,7 @@ impl ChangeRequest {
             replace: false,
             request_id: None,
             emergency: false,
+            proposal: None,
         }
     }
 }
@@ -105,6 +110,9 @@ pub struct RollbackRequest {
     /// Idempotency key, as for [`ChangeRequest::request_id`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Propose it for review or schedule it, instead of committing it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<ProposeOptions>,
 }
 
 /// Read current values (`key: None` for all of them).
@@ -250,6 +258,10 @@ pub struct ChangeOutcome {
     /// (its version and change id; the diff is not repeated).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// The change became a change request (nothing was committed), or, for an emergency
+    /// change where approval is required, the review it opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed: Option<Proposed>,
 }
 
 /// Current values of a namespace/environment.

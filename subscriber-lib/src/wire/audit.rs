@@ -53,6 +53,9 @@ pub struct AuditRecord {
     /// The id of the committed change set, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_id: Option<String>,
+    /// The change request the request was about or opened, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_request: Option<String>,
     /// `hash` of the previous record ([`GENESIS_HASH`] for the first).
     pub prev_hash: String,
     /// `hex(SHA-256(prev_hash || canonical bytes))`.
@@ -69,7 +72,7 @@ impl AuditRecord {
     ///     seq: 1, identity: "alice".into(), time: "2026-01-01T00:00:00Z".into(), time_us: 0,
     ///     action: "change".into(), namespace: "ns".into(), environment: "prod".into(),
     ///     keys: vec!["a".into()], more_keys: 0, outcome: "ok".into(), reason: String::new(),
-    ///     version: Some(1), change_id: None, prev_hash: GENESIS_HASH.into(), hash: String::new(),
+    ///     version: Some(1), change_id: None, change_request: None, prev_hash: GENESIS_HASH.into(), hash: String::new(),
     /// };
     /// record.hash = record.compute_hash();
     /// assert!(record.hash_is_valid());

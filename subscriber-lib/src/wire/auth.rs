@@ -107,6 +107,9 @@ pub struct Policy {
     /// Grants.
     #[serde(default)]
     pub grants: Vec<Grant>,
+    /// Approval rules, first match decides (none: every change commits at once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<super::ApprovalRule>,
 }
 
 /// Ask the validator for the policy (admins only).

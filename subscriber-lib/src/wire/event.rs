@@ -5,7 +5,7 @@
 use rkyv::rancor;
 
 /// The event format this build writes and reads. Bumped on any change to [`ChangeEvent`].
-pub const EVENT_FORMAT: u32 = 1;
+pub const EVENT_FORMAT: u32 = 2;
 
 /// Largest event this build accepts from the network (values are at most 1 MiB each and a
 /// change set is bounded by the server's max payload).
@@ -36,6 +36,8 @@ pub struct EventChange {
 ///     reason: "peak traffic".into(),
 ///     source: "cli".into(),
 ///     committed_at_us: 1_700_000_000_000_000,
+///     approved_by: vec!["bob".into()],
+///     change_request: Some("payment-service.production.0193f2a7c1d4".into()),
 /// };
 /// let bytes = event.encode();
 /// assert_eq!(ChangeEvent::decode(&bytes).unwrap(), event);
@@ -65,6 +67,10 @@ pub struct ChangeEvent {
     pub source: String,
     /// When it was committed, microseconds since the Unix epoch.
     pub committed_at_us: i64,
+    /// Who approved the change request it came from (empty when it needed none).
+    pub approved_by: Vec<String>,
+    /// The change request it came from, if any.
+    pub change_request: Option<String>,
 }
 
 /// Why bytes could not be read as a [`ChangeEvent`].
@@ -126,6 +132,8 @@ impl ChangeEvent {
 ///     reason: "peak traffic".into(),
 ///     source: "cli".into(),
 ///     committed_at_us: 1_700_000_000_000_000,
+///     approved_by: vec!["bob".into()],
+///     change_request: Some("payment-service.production.0193f2a7c1d4".into()),
 /// };
 /// let bytes = EventBytes::copy_from(&event.encode()).unwrap();
 /// let first_key = bytes.read(|e| e.changes[0].key.as_str().to_owned()).unwrap();
@@ -184,6 +192,8 @@ mod fuzz_tests {
             reason: "why".into(),
             source: "cli".into(),
             committed_at_us: 42,
+            approved_by: vec!["bob".into()],
+            change_request: None,
         }
     }
 

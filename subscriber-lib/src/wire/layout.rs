@@ -9,6 +9,7 @@
 //! | `<namespace>.<env>._meta.head`       | [`HeadRecord`](super::HeadRecord): the current version  |
 //! | `_history.<namespace>.<env>.<version>` | [`ChangeSetRecord`](super::ChangeSetRecord): one accepted change set |
 //! | `_requests.<namespace>.<env>.<request id>` | [`RequestRecord`](super::RequestRecord): an applied idempotency key |
+//! | `_proposals.<namespace>.<env>.<short id>` | [`ProposalRecord`](super::ProposalRecord): a change request |
 //!
 //! Schema bucket `mycosynth-schemas`: key `<namespace>` holds a
 //! [`SchemaRecord`](super::SchemaRecord).
@@ -57,6 +58,22 @@ pub mod endpoint {
     pub const AUDIT_VERIFY: &str = "audit-verify";
     /// Like [`GET`], with sensitive values in clear (for callers allowed to see them).
     pub const REVEAL: &str = "reveal";
+    /// List change requests.
+    pub const REQUEST_LIST: &str = "request-list";
+    /// Show one change request with its diff against the current state.
+    pub const REQUEST_SHOW: &str = "request-show";
+    /// Approve a change request's content.
+    pub const REQUEST_APPROVE: &str = "request-approve";
+    /// Reject a change request.
+    pub const REQUEST_REJECT: &str = "request-reject";
+    /// Withdraw one's change request.
+    pub const REQUEST_CANCEL: &str = "request-cancel";
+    /// Replace a change request's change set (dropping its approvals).
+    pub const REQUEST_AMEND: &str = "request-amend";
+    /// Validate a change request again on the current state (dropping its approvals).
+    pub const REQUEST_REBASE: &str = "request-rebase";
+    /// Apply an approved change request.
+    pub const REQUEST_APPLY: &str = "request-apply";
 }
 
 /// The reserved segment under which per-(namespace, environment) metadata is kept.
@@ -64,6 +81,7 @@ pub const META_SEGMENT: &str = "_meta";
 const HEAD_SUFFIX: &str = "_meta.head";
 const HISTORY_PREFIX: &str = "_history";
 const REQUESTS_PREFIX: &str = "_requests";
+const PROPOSALS_PREFIX: &str = "_proposals";
 const PARENT_SUFFIX: &str = "_meta.parent";
 
 /// KV key of a config value: `<namespace>.<env>.<key>`.
@@ -85,6 +103,32 @@ pub fn history_key(ns: &Namespace, env: &Environment, version: u64) -> String {
 /// with the same key is answered from it instead of being applied again).
 pub fn request_key(ns: &Namespace, env: &Environment, request_id: &str) -> String {
     format!("{REQUESTS_PREFIX}.{ns}.{env}.{request_id}")
+}
+
+/// KV key of a change request (a [`ProposalRecord`](super::ProposalRecord)):
+/// `_proposals.<namespace>.<env>.<short id>`.
+pub fn proposal_key(id: &super::ProposalId) -> String {
+    format!(
+        "{PROPOSALS_PREFIX}.{}.{}.{}",
+        id.namespace(),
+        id.environment(),
+        id.short()
+    )
+}
+
+/// KV key filter matching every change request (`Some`: of one namespace/environment).
+pub fn proposals_filter(at: Option<(&Namespace, &Environment)>) -> String {
+    match at {
+        Some((ns, env)) => format!("{PROPOSALS_PREFIX}.{ns}.{env}.*"),
+        None => format!("{PROPOSALS_PREFIX}.>"),
+    }
+}
+
+/// Core NATS subject on which the validator announces each step of the change requests of a
+/// namespace/environment (a [`RequestNotice`](super::RequestNotice)):
+/// `mycosynth.requests.<env>.<namespace>`.
+pub fn request_notice_subject(ns: &Namespace, env: &Environment) -> String {
+    format!("mycosynth.requests.{env}.{ns}")
 }
 
 /// KV key of the parent declaration of an environment (a [`ParentRecord`](super::ParentRecord)):

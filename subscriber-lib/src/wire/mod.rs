@@ -14,6 +14,7 @@ mod inherit;
 mod layout;
 mod names;
 mod permissions;
+mod proposals;
 mod records;
 mod schema_rules;
 mod sealed;
@@ -28,6 +29,7 @@ pub use inherit::*;
 pub use layout::*;
 pub use names::*;
 pub use permissions::*;
+pub use proposals::*;
 pub use records::*;
 pub use schema_rules::*;
 pub use sealed::*;
@@ -207,6 +209,8 @@ mod contract_tests {
             reason: "".into(),
             source: "cli".into(),
             committed_at_us: 1,
+            approved_by: vec!["bo".into()],
+            change_request: Some("r".into()),
         }
     }
 
@@ -220,7 +224,7 @@ mod contract_tests {
         assert_eq!(ChangeEvent::decode(&bytes).unwrap(), pinned_event());
     }
 
-    const PINNED_EVENT_HEX: &str = "61ffffffffffffff0100000031ffffffffffffff62ffffffffffffff000000000000000000000000010000006e73ffffffffffff70726f64ffffffff0000000002000000000000000100000000000000b0ffffff0200000063ffffffffffffff616cffffffffffffffffffffffffffff636c69ffffffffff0100000000000000";
+    const PINNED_EVENT_HEX: &str = "61ffffffffffffff0100000031ffffffffffffff62ffffffffffffff000000000000000000000000626fffffffffffff020000006e73ffffffffffff70726f64ffffffff0000000002000000000000000100000000000000a8ffffff0200000063ffffffffffffff616cffffffffffffffffffffffffffff636c69ffffffffff0100000000000000a0ffffff010000000100000072ffffffffffffff00000000";
 
     #[test]
     fn records_are_plain_json() {
@@ -234,6 +238,8 @@ mod contract_tests {
             git_commit: None,
             request_id: None,
             emergency: false,
+            approved_by: Vec::new(),
+            change_request: None,
         };
         let record = ValueRecord {
             value: serde_json::json!(50),
@@ -307,6 +313,7 @@ mod contract_tests {
             reason: String::new(),
             version: Some(1),
             change_id: None,
+            change_request: None,
             prev_hash: GENESIS_HASH.into(),
             hash: String::new(),
         };

@@ -248,8 +248,9 @@ fn jetstream_domain(text: &str) -> Result<String, KindError> {
     }
 }
 
-/// Change-request notices (issue 21): the validator announces each step of a change request
-/// on `mycosynth.requests.<env>.<namespace>`; operators (the console, chat bots) follow them.
+/// Every change-request notice ([`request_notice_subject`](super::request_notice_subject)): the
+/// validator announces each step of a change request; operators (the console, chat bots) follow
+/// them.
 const REQUEST_NOTICES: &str = "mycosynth.requests.>";
 
 fn validator(inbox: String) -> Permissions {

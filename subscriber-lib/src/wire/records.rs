@@ -56,6 +56,12 @@ pub struct ChangeMeta {
     /// which `mycosynth drift` flags until the files catch up.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub emergency: bool,
+    /// The verified identities that approved the change request it came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_by: Vec<String>,
+    /// The change request (proposal id) it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_request: Option<String>,
 }
 
 /// KV value of `_requests.<namespace>.<env>.<request id>`: the version a request produced.
@@ -140,7 +146,7 @@ impl HeadRecord {
     ///     meta: ChangeMeta {
     ///         change_id: "c2".into(), author: "ops".into(), time: "2026-01-01T00:00:00Z".into(),
     ///         time_us: 1, reason: String::new(), source: ChangeSource::Cli, git_commit: None,
-    ///         request_id: None, emergency: false,
+    ///         request_id: None, emergency: false, approved_by: vec![], change_request: None,
     ///     },
     ///     changes: Some(vec![KeyChange::set("a", 5.into()), KeyChange::delete("b")]),
     /// };

@@ -24,6 +24,8 @@
 //!   with the hub gone and catches up after, lag in `status`, a site credential cannot write.
 //! - `backup`: backup and restore into a fresh server; a damaged archive is refused.
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
+//! - `requests`: change requests: approvals bound to content, conflicts and rebase, the
+//!   emergency path, schedules with validators killed and restarted, audit and notices.
 
 mod abuse;
 mod audit;
@@ -35,6 +37,7 @@ mod concurrency;
 mod fleet;
 mod gitops;
 mod ha;
+mod requests;
 mod resilience;
 mod rollback;
 mod security;
@@ -153,6 +156,8 @@ pub async fn commit_bypassing_validator(
         git_commit: None,
         request_id: None,
         emergency: false,
+        approved_by: Vec::new(),
+        change_request: None,
     };
     let change = KeyChange {
         key: key.into(),
@@ -190,6 +195,8 @@ pub async fn commit_bypassing_validator(
             reason: String::new(),
             source: "api".into(),
             committed_at_us: 1,
+            approved_by: Vec::new(),
+            change_request: None,
         };
         client
             .publish(

@@ -86,6 +86,8 @@ async fn garbage_on_the_event_subject_is_counted_and_ignored() {
         reason: String::new(),
         source: "api".into(),
         committed_at_us: 0,
+        approved_by: Vec::new(),
+        change_request: None,
     }
     .encode();
     let mut rng = rand::rng();

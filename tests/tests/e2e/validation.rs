@@ -398,6 +398,7 @@ async fn each_change_set_is_diffed_against_the_stored_state() {
         reason: String::new(),
         dry_run: false,
         request_id: None,
+        proposal: None,
     };
     let restored: ChangeOutcome = api.call(endpoint::ROLLBACK, &rollback).await.unwrap();
     assert_eq!((restored.version, restored.committed), (6, true));

@@ -4,11 +4,11 @@
 //! answered from the head, and `expected_version` is checked.
 
 use mycosynth_subscriber::wire::{
-    self, ApiError, ChangeOutcome, Environment, ErrorKind, Namespace,
+    self, ApiError, ChangeOutcome, Environment, ErrorKind, Namespace, Violation,
 };
 
 use super::inputs::Inputs;
-use super::Order;
+use super::order::Order;
 use crate::failure::{failure, invalid, Failure};
 use crate::store::State;
 use crate::validate;
@@ -101,8 +101,40 @@ pub fn from_head(order: &Order, state: &State) -> Option<Result<ChangeOutcome, F
     Some(Ok(replayed(state.version, change_id.clone())))
 }
 
-/// Checks the order's `expected_version` against `state` (`fresh`: just read from KV).
+/// Checks the order's `expected_version` and [`Base`](super::order::Base) against `state` (`fresh`:
+/// just read from KV).
 pub fn expectation(order: &Order, state: &State, fresh: bool) -> Expectation {
+    if let Some(base) = &order.base {
+        let moved = moved_since(base, state);
+        if !moved.is_empty() {
+            if !fresh {
+                return Expectation::Recheck;
+            }
+            metrics::counter!("mycosynth_validator_rejections_total", "reason" => "conflict")
+                .increment(1);
+            let version = state.version;
+            let violations = moved
+                .iter()
+                .map(|key| Violation {
+                    key: key.clone(),
+                    rule: "conflicting_change".into(),
+                    message: format!("changed since version {} (now {version})", base.version),
+                })
+                .collect();
+            return Expectation::Refused(ApiError {
+                current_version: Some(version),
+                violations,
+                ..failure(
+                    ErrorKind::Conflict,
+                    format!(
+                        "ConflictingChange: keys changed since version {} (now {version}): {}; rebase the change request",
+                        base.version,
+                        moved.join(", ")
+                    ),
+                )
+            });
+        }
+    }
     let Some(expected) = order.expected_version else {
         return Expectation::Met;
     };
@@ -124,6 +156,16 @@ pub fn expectation(order: &Order, state: &State, fresh: bool) -> Expectation {
     })
 }
 
+/// The keys of `base` whose version in `state` is not the one they had at the base (a key
+/// unset at the base and unset now counts as unchanged).
+pub fn moved_since(base: &super::order::Base, state: &State) -> Vec<String> {
+    base.keys
+        .iter()
+        .filter(|(key, then)| state.values.get(*key).map(|r| r.version) != **then)
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
 /// The outcome of an applied request, answered again.
 fn replayed(version: u64, change_id: String) -> ChangeOutcome {
     ChangeOutcome {
@@ -133,5 +175,6 @@ fn replayed(version: u64, change_id: String) -> ChangeOutcome {
         change_id: Some(change_id),
         diff: Vec::new(),
         replayed: true,
+        proposed: None,
     }
 }

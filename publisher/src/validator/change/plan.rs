@@ -9,7 +9,7 @@ use mycosynth_subscriber::wire::{is_sealed, KeyChange, Violation};
 use serde_json::Value;
 
 use super::inputs::Inputs;
-use super::Intent;
+use super::order::Intent;
 use crate::access::vault::redact_violations;
 use crate::failure::{invalid, Failure};
 use crate::validate::{self, inherit, Plan, Schema};

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use mycosynth_subscriber::wire::{ChangeOutcome, Environment, Namespace};
 
+use super::order::{Attempt, Order};
 use super::stage::{Pending, Undo};
-use super::{Attempt, Order};
 use crate::failure::Failure;
 use crate::store::{State, StoreError};
 use crate::validator::instance::Validator;
@@ -45,6 +45,7 @@ impl Validator {
                     change_id: Some(pending.meta.change_id),
                     diff: pending.diff,
                     replayed: false,
+                    proposed: None,
                 }))
             }
             Err(StoreError::Conflict) => {

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::admit::{self, Expectation};
 use super::inputs::Inputs;
+use super::order::{Attribution, Order};
 use super::plan::{self, Planned};
-use super::{Attribution, Order};
 use crate::clock::meta_time;
 use crate::failure::Failure;
 use crate::store::committer::{HeadExpected, Receipt};
@@ -212,6 +212,7 @@ fn unchanged(state: &mut State, planned: Planned) -> ChangeOutcome {
         change_id: None,
         diff: planned.plan.diff,
         replayed: false,
+        proposed: None,
     }
 }
 
@@ -262,6 +263,8 @@ fn new_meta(attribution: &Attribution) -> ChangeMeta {
         git_commit: attribution.git_commit.clone(),
         request_id: attribution.request_id.clone(),
         emergency: attribution.emergency,
+        approved_by: attribution.approved_by.clone(),
+        change_request: attribution.change_request.clone(),
     }
 }
 
@@ -291,6 +294,8 @@ fn change_event(
         reason: meta.reason.clone(),
         source: meta.source.as_str().to_owned(),
         committed_at_us: meta.time_us,
+        approved_by: meta.approved_by.clone(),
+        change_request: meta.change_request.clone(),
     };
     (event_subject(ns, env), Bytes::from(event.encode()))
 }

@@ -3,14 +3,17 @@
 use std::sync::Arc;
 
 use mycosynth_subscriber::wire::{
-    ChangeOutcome, ChangeRequest, ChangeSource, ErrorKind, RollbackRequest, Violation,
+    ChangeOutcome, ChangeRequest, ChangeSource, ErrorKind, ProposeOptions, RollbackRequest,
+    Violation, DEFAULT_EXPIRY_S, DEFAULT_GRACE_S,
 };
 
 use super::Call;
+use crate::clock::now_us;
 use crate::failure::{failure, invalid, Failure};
 use crate::store::state_at;
 use crate::validator::change::{Attribution, Intent, Order};
 use crate::validator::instance::Validator;
+use crate::validator::requests::{parse_at, ProposalPlan};
 
 /// `change`: set or delete keys as one change set.
 pub async fn change(
@@ -26,6 +29,8 @@ pub async fn change(
             message: "an emergency override needs a --reason".into(),
         }]));
     }
+    let options = request.proposal.unwrap_or_default();
+    let emergency = request.emergency;
     let only_deletes =
         !request.changes.is_empty() && request.changes.iter().all(|c| c.value.is_none());
     let dry_run = request.dry_run;
@@ -37,18 +42,22 @@ pub async fn change(
             replace: request.replace,
         },
         expected_version: request.expected_version,
+        base: None,
         attribution: Attribution {
             author: call.caller.author(request.author),
             reason: request.reason,
             source: request.source,
             git_commit: request.git_commit,
             request_id: request.request_id,
-            emergency: request.emergency,
+            emergency,
+            approved_by: Vec::new(),
+            change_request: None,
         },
         dry_run,
     };
-    let outcome = validator.commit(order).await?;
-    if only_deletes && !outcome.committed && outcome.diff.is_empty() && !dry_run {
+    let outcome = commit_or_propose(&validator, &call, order, options).await?;
+    let proposed = outcome.proposed.is_some();
+    if only_deletes && !outcome.committed && outcome.diff.is_empty() && !dry_run && !proposed {
         return Err(failure(
             ErrorKind::NotFound,
             format!("no such key in {ns}/{env}"),
@@ -92,6 +101,7 @@ pub async fn rollback(
         environment: env.clone(),
         intent: Intent::Restore(target),
         expected_version: request.expected_version,
+        base: None,
         attribution: Attribution {
             author: call.caller.author(request.author),
             reason,
@@ -99,8 +109,90 @@ pub async fn rollback(
             git_commit: None,
             request_id: request.request_id,
             emergency: false,
+            approved_by: Vec::new(),
+            change_request: None,
         },
         dry_run: request.dry_run,
     };
-    validator.commit(order).await
+    let options = request.proposal.unwrap_or_default();
+    commit_or_propose(&validator, &call, order, options).await
+}
+
+/// Commits `order`, or proposes it for review where the approval rule requires approval (or
+/// it asks to be proposed or scheduled). An emergency change where approval is required
+/// commits at once, if the rule lets the caller, and opens a review of itself.
+async fn commit_or_propose(
+    validator: &Validator,
+    call: &Call,
+    order: Order,
+    options: ProposeOptions,
+) -> Result<ChangeOutcome, Failure> {
+    let (ns, env) = (order.namespace.as_str(), order.environment.as_str());
+    let rule = call.caller.approval_rule(ns, env).cloned();
+    let required = rule.as_ref().map_or(0, |r| r.approvals);
+    if order.attribution.emergency {
+        if let Some(rule) = rule.as_ref().filter(|_| required > 0) {
+            call.caller.may_take_emergency(rule, ns, env)?;
+            let mut outcome = validator.commit(order.clone()).await?;
+            if outcome.committed && !outcome.replayed {
+                outcome.proposed = Some(validator.open_review(&order, &outcome, required).await?);
+            }
+            return Ok(outcome);
+        }
+        return validator.commit(order).await;
+    }
+    let scheduled = options.at.is_some();
+    if order.dry_run || (required == 0 && !options.propose && !scheduled) {
+        return validator.commit(order).await;
+    }
+    let plan = proposal_plan(
+        &options,
+        if options.propose {
+            required.max(1)
+        } else {
+            required
+        },
+    )?;
+    let draft = validator.draft(&order).await?;
+    if draft.plan.is_empty() {
+        return Ok(ChangeOutcome {
+            version: draft.base_version,
+            previous_version: draft.base_version,
+            committed: false,
+            change_id: None,
+            diff: Vec::new(),
+            replayed: false,
+            proposed: None,
+        });
+    }
+    validator.propose(&order, draft, plan).await
+}
+
+/// How `options` propose a change needing `required` approvals; `--at` must be a future
+/// RFC 3339 time, and a schedule never expires before its grace has passed.
+fn proposal_plan(options: &ProposeOptions, required: u32) -> Result<ProposalPlan, Failure> {
+    let at_us = options
+        .at
+        .as_deref()
+        .map(|at| parse_at(at, now_us()))
+        .transpose()?;
+    let grace_s = options.grace_s.unwrap_or(DEFAULT_GRACE_S);
+    let mut expires_s = options.expires_s.unwrap_or(DEFAULT_EXPIRY_S);
+    if expires_s == 0 {
+        return Err(invalid(vec![Violation {
+            key: "(expires)".into(),
+            rule: "expires".into(),
+            message: "--expires must be longer than 0 s".into(),
+        }]));
+    }
+    if let Some(at) = at_us {
+        let until_due_s = u64::try_from((at - now_us()) / 1_000_000).unwrap_or(0);
+        expires_s = expires_s.max(until_due_s.saturating_add(grace_s));
+    }
+    Ok(ProposalPlan {
+        required,
+        at_us,
+        expires_s,
+        grace_s,
+    })
 }

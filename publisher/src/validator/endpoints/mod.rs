@@ -16,6 +16,7 @@ mod admin;
 mod change;
 mod parent;
 mod read;
+mod requests;
 mod schema;
 
 use std::future::Future;
@@ -24,8 +25,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use mycosynth_subscriber::wire::{
-    endpoint, AuditRequest, AuditVerifyRequest, ChangeRequest, Environment, ErrorKind, GetRequest,
-    HistoryRequest, Namespace, ParentRequest, PolicyGetRequest, PolicySetRequest, Reply, Role,
+    endpoint, AmendRequest, ApproveRequest, AuditRequest, AuditVerifyRequest, ChangeRequest,
+    Environment, ErrorKind, GetRequest, HistoryRequest, Namespace, ParentRequest, PolicyGetRequest,
+    PolicySetRequest, RejectRequest, Reply, RequestIdRequest, RequestListRequest, Role,
     RollbackRequest, SchemaGetRequest, SchemaPushRequest, StatusRequest, MAX_REQUEST_BYTES,
 };
 use serde::de::DeserializeOwned;
@@ -47,6 +49,8 @@ pub enum ScopeOf {
     NamespaceAnyEnv,
     /// The whole system (a grant on `*` × `*`).
     System,
+    /// Nothing beyond authentication: the handler's finer check decides item by item.
+    Nothing,
 }
 
 /// The permission a row needs: `role` on the scope, for `action` (as denials name it).
@@ -148,6 +152,14 @@ pub fn table() -> Vec<Endpoint> {
         POLICY_SET   => PolicySetRequest,  "change the policy of",       Admin, System,          AUDITED,   None,  admin::policy_set;
         AUDIT        => AuditRequest,      "read the audit log",         Admin, System,          AUDITED,   None,  admin::audit;
         AUDIT_VERIFY => AuditVerifyRequest,"verify the audit log",       Admin, System,          AUDITED,   None,  admin::audit_verify;
+        REQUEST_LIST    => RequestListRequest, "list change requests",      Read,  Nothing,   AUDITED, Some("each is listed only to those who may read its namespace/environment"), requests::list;
+        REQUEST_SHOW    => RequestIdRequest,   "read change requests of",   Read,  Env,       AUDITED, None, requests::show;
+        REQUEST_APPROVE => ApproveRequest,     "approve change requests of", Read, Env,       LIMITED, Some("the approval rule names the approvers; the author never approves"), requests::approve;
+        REQUEST_REJECT  => RejectRequest,      "reject change requests of", Read,  Env,       LIMITED, Some("the approval rule names who may reject"), requests::reject;
+        REQUEST_CANCEL  => RequestIdRequest,   "cancel change requests of", Read,  Env,       LIMITED, Some("its author, or an admin of its namespace/environment"), requests::cancel;
+        REQUEST_AMEND   => AmendRequest,       "amend change requests of",  Write, Env,       LIMITED, Some("its author, or an admin of its namespace/environment"), requests::amend;
+        REQUEST_REBASE  => RequestIdRequest,   "rebase change requests of", Read,  Env,       LIMITED, Some("its author, or a writer of its namespace/environment"), requests::rebase;
+        REQUEST_APPLY   => RequestIdRequest,   "apply change requests to",  Write, Env,       LIMITED, None, requests::apply;
     }
 }
 
@@ -231,7 +243,7 @@ impl At {
             }
             ScopeOf::Namespace => Scope::Namespace(self.namespace()?.as_str()),
             ScopeOf::NamespaceAnyEnv => Scope::Env(self.namespace()?.as_str(), "*"),
-            ScopeOf::System => Scope::System,
+            ScopeOf::System | ScopeOf::Nothing => Scope::System,
         })
     }
 }
@@ -260,7 +272,9 @@ fn admit<R: DeserializeOwned + Targeted>(
 ) -> Result<(R, At), Failure> {
     let request: R = parse(body)?;
     let at = At::of(request.target())?;
-    caller.may(needs.action, needs.role, at.scope(needs.scope)?)?;
+    if needs.scope != ScopeOf::Nothing {
+        caller.may(needs.action, needs.role, at.scope(needs.scope)?)?;
+    }
     Ok((request, at))
 }
 
@@ -360,6 +374,21 @@ targets! {
     PolicySetRequest => |_r| Target::System;
     AuditRequest => |_r| Target::System;
     AuditVerifyRequest => |_r| Target::System;
+    RequestListRequest => |_r| Target::System;
+    RequestIdRequest => |r| proposal_target(&r.id);
+    ApproveRequest => |r| proposal_target(&r.id);
+    RejectRequest => |r| proposal_target(&r.id);
+    AmendRequest => |r| proposal_target(&r.id);
+}
+
+/// The namespace and environment a change request's id names (`<ns>.<env>.<short>`); a
+/// malformed id fails the names' check (its handler then parses it whole).
+fn proposal_target(id: &str) -> Target<'_> {
+    let mut parts = id.splitn(3, '.');
+    Target::Env {
+        namespace: parts.next().unwrap_or_default(),
+        environment: parts.next().unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]
@@ -387,6 +416,14 @@ mod tests {
             endpoint::AUDIT,
             endpoint::AUDIT_VERIFY,
             endpoint::REVEAL,
+            endpoint::REQUEST_LIST,
+            endpoint::REQUEST_SHOW,
+            endpoint::REQUEST_APPROVE,
+            endpoint::REQUEST_REJECT,
+            endpoint::REQUEST_CANCEL,
+            endpoint::REQUEST_AMEND,
+            endpoint::REQUEST_REBASE,
+            endpoint::REQUEST_APPLY,
         ] {
             assert!(names.contains(&name), "{name} is not served");
         }
@@ -398,7 +435,8 @@ mod tests {
             let changes = matches!(
                 row.name,
                 endpoint::CHANGE | endpoint::ROLLBACK | endpoint::SCHEMA_PUSH
-            );
+            ) || (row.name.starts_with("request-")
+                && !matches!(row.name, endpoint::REQUEST_LIST | endpoint::REQUEST_SHOW));
             assert_eq!(row.flags.limited, changes, "{}", row.name);
             assert_eq!(
                 row.flags.audited,
@@ -413,8 +451,22 @@ mod tests {
     fn writes_need_write_and_admin_actions_need_admin() {
         for row in table() {
             let least = match row.name {
-                endpoint::CHANGE | endpoint::ROLLBACK | endpoint::PARENT => Role::Write,
+                endpoint::CHANGE
+                | endpoint::ROLLBACK
+                | endpoint::PARENT
+                | endpoint::REQUEST_AMEND
+                | endpoint::REQUEST_APPLY => Role::Write,
                 endpoint::GET | endpoint::HISTORY | endpoint::STATUS | endpoint::SCHEMA_GET => {
+                    Role::Read
+                }
+                // The approval rule and the author decide beyond reading (the `finer` column).
+                name if name.starts_with("request-") => {
+                    assert!(
+                        row.finer.is_some()
+                            || row.needs.role >= Role::Write
+                            || name == endpoint::REQUEST_SHOW,
+                        "{name} reads only, so its finer check must be named"
+                    );
                     Role::Read
                 }
                 _ => Role::Admin,
