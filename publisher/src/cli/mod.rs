@@ -5,6 +5,7 @@
 pub mod args;
 pub mod audit;
 pub mod auth;
+pub mod auth_args;
 pub mod backup;
 pub mod change_requests;
 pub mod commands;

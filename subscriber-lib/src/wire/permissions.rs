@@ -385,6 +385,49 @@ fn site(leaf: &SiteLeaf) -> Permissions {
 mod tests {
     use super::*;
 
+    /// A site's leaf connection can feed its mirrors and answer probes of its own domain, and
+    /// nothing else: no KV subject, no validator API, no event.
+    #[test]
+    fn a_site_is_read_only_and_confined_to_its_domain() {
+        let kind = IdentityKind::from_fields("site", &["eu", "hub"]).unwrap();
+        let p = kind.permissions("UKEY").unwrap();
+        let all: Vec<&String> = p.publish.allow.iter().chain(&p.subscribe.allow).collect();
+        assert!(all
+            .iter()
+            .all(|s| !s.starts_with("$KV.") && !s.starts_with("mycosynth.api")));
+        assert!(p
+            .publish
+            .allow
+            .iter()
+            .all(|s| !s.contains("mycosynth-keys")));
+        assert!(p
+            .publish
+            .allow
+            .contains(&"mycosynth.site.replies.eu.>".to_owned()));
+        assert!(p
+            .publish
+            .allow
+            .contains(&"$JS.hub.API.CONSUMER.CREATE.KV_mycosynth-config".to_owned()));
+        let keys = IdentityKind::from_fields("site", &["eu", "hub", "data-keys"]).unwrap();
+        let keys = keys.permissions("UKEY").unwrap();
+        assert!(keys
+            .publish
+            .allow
+            .contains(&"$JS.hub.API.CONSUMER.CREATE.KV_mycosynth-keys".to_owned()));
+        for bad in [
+            &["eu"][..],
+            &["eu", "hub", "all"],
+            &["e.u", "hub"],
+            &["eu", ">"],
+        ] {
+            assert!(IdentityKind::from_fields("site", bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(
+            IdentityKind::parse("site", Some("eu")),
+            Err(KindError::Namespace { .. })
+        ));
+    }
+
     #[test]
     fn a_service_is_confined_to_its_namespace() {
         let kind = IdentityKind::parse("service", Some("payment-service")).unwrap();
