@@ -173,7 +173,7 @@ impl IdentityKind {
     /// use mycosynth_subscriber::wire::IdentityKind;
     /// let ops = IdentityKind::Operator.permissions("UKEY").unwrap();
     /// assert_eq!(ops.publish.allow, ["mycosynth.api.>"]);
-    /// assert_eq!(ops.subscribe.allow, ["_INBOX_UKEY.>"]);
+    /// assert_eq!(ops.subscribe.allow, ["_INBOX_UKEY.>", "mycosynth.requests.>"]);
     /// assert!(IdentityKind::NatsAdmin.permissions("UKEY").is_none());
     /// ```
     pub fn permissions(&self, public_key: &str) -> Option<Permissions> {
@@ -212,7 +212,7 @@ pub struct SubjectRules {
 /// let ops = IdentityKind::Operator.permissions("UKEY").unwrap();
 /// assert_eq!(
 ///     serde_json::to_string(&ops).unwrap(),
-///     r#"{"publish":{"allow":["mycosynth.api.>"]},"subscribe":{"allow":["_INBOX_UKEY.>"]}}"#
+///     r#"{"publish":{"allow":["mycosynth.api.>"]},"subscribe":{"allow":["_INBOX_UKEY.>","mycosynth.requests.>"]}}"#
 /// );
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
