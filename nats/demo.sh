@@ -202,4 +202,36 @@ echo "==> the restored cluster: same history, and the audit chain continues"
 "$bin" --nats-url "nats://127.0.0.1:$port2" history payment-service production --limit 3
 "$bin" --nats-url "nats://127.0.0.1:$port2" audit verify
 # --- end of issue 26 --------------------------------------------------------------------------
+# ---- auth callout (issue 25, docs/identity.md): identities decided by `mycosynth auth serve` ----
+echo "==> auth callout: a second nats-server (nats/callout/server.conf) that asks mycosynth auth serve who each connection is"
+cport="$(pick_port "callout nats-server" "${MYCOSYNTH_DEMO_CALLOUT_PORT:-}")"
+callout_http="$(pick_port "callout /metrics" "")"
+callout_validator_http="$(pick_port "validator behind the callout /metrics" "")"
+callout_url="nats://127.0.0.1:$cport"
+sed -e "s|127.0.0.1:4222|127.0.0.1:$cport|" -e "s|^http: .*||" -e "s|.tools/nats-data-callout|$work/jetstream-callout|" \
+  nats/callout/server.conf > "$work/callout-nats.conf"
+"$nats_server" -c "$work/callout-nats.conf" > "$work/callout-nats.log" 2>&1 &
+pids+=($!)
+wait_for "the callout's nats-server" "$work/callout-nats.log" "Server is ready" "$!"
+MYCOSYNTH_NKEY_FILE="$root/nats/callout/dev-credentials/callout.nk" NO_COLOR=1 "$bin" --nats-url "$callout_url" \
+  auth serve --config nats/callout/callout.yaml --http "127.0.0.1:$callout_http" > "$work/callout.log" 2>&1 &
+pids+=($!)
+wait_for "the auth callout" "$work/callout.log" "ready" "$!"
+MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" --nats-url "$callout_url" serve --http "127.0.0.1:$callout_validator_http" \
+  --auth signed --admin "admin=$(cat "$creds/admin.pub")" > "$work/callout-validator.log" 2>&1 &
+pids+=($!)
+wait_for "the validator behind the callout" "$work/callout-validator.log" "ready" "$!"
+echo "==> as admin (its nkey, decided by the callout's nkey backend): set payment-service staging feature.new_checkout true"
+"$bin" --nats-url "$callout_url" set payment-service staging feature.new_checkout true
+echo "==> a service with a static token (nats/callout/tokens.txt holds only its hash) reads its namespace:"
+env -u MYCOSYNTH_NKEY_FILE "$bin" --nats-url "$callout_url" --token-file nats/callout/dev-credentials/svc-payment-service.token \
+  watch payment-service staging > "$work/token-watch.log" 2>&1 &
+pids+=($!)
+wait_for "watch with a token" "$work/token-watch.log" "watching" "$!"
+cat "$work/token-watch.log"
+echo "==> a wrong token is refused by the server (exit code 7); the callout logs why, never the token:"
+echo "not-a-token" > "$work/bad.token"
+env -u MYCOSYNTH_NKEY_FILE "$bin" --nats-url "$callout_url" --token-file "$work/bad.token" watch payment-service staging 2>&1 | tail -1 || true
+grep -E "connection (accepted|refused)" "$work/callout.log" | sed -e 's/^.*connection /    connection /' | cut -c1-160
+# ---- end of the auth callout block ----
 echo "==> demo done; stopping everything"

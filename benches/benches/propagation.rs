@@ -14,6 +14,8 @@
 //! - resident memory of a subscriber holding 10,000 keys and of a validator under load;
 //! - the sidecar (`src/sidecar.rs`): `GET` of one key against a bare axum handler (wrk), a
 //!   change request to the SSE event against a Rust subscriber, the Python client's `get`.
+//! - the auth callout: connection set-up through it against a static nkey, and the callouts
+//!   per second one instance answers when 1,000 clients connect at once (`src/callout.rs`).
 //!
 //! Latency figures keep one change in flight. Prints Markdown and writes
 //! target/bench/report.json.
@@ -57,6 +59,15 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks harness=false benches to list; nothing to list.
     }
+    if std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .as_deref()
+        == Some("callout")
+    {
+        mycosynth_benches::callout::run().await.print();
+        return;
+    }
     let nats = NatsServer::start();
     let url = nats.url();
     let validator = Validator::start(&url, &[]);
@@ -67,6 +78,7 @@ async fn main() {
     );
 
     // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|schedules|sites|backup`
+    // (`--only callout`, above, needs no server of these)
     // runs one part, to look at (or `perf record -p <validator pid>`) while working; no report.
     let only = std::env::args()
         .skip_while(|a| a != "--only")
@@ -254,6 +266,8 @@ async fn main() {
     let sidecar = mycosynth_benches::sidecar::run(&api, &url, 1000).await;
     println!();
     sidecar.rows().iter().for_each(|row| println!("{row}"));
+    let callout = mycosynth_benches::callout::run().await;
+    callout.print();
 
     let one = &propagation["1"];
     let hundred = &propagation["100"];
@@ -294,6 +308,7 @@ async fn main() {
         "backup_10ns_1000keys_10versions": backup,
         "etcd_watch_us": etcd,
         "sidecar": sidecar,
+        "auth_callout": callout,
         "propagation_durable_us": durable,
         "schedule_lateness_us": schedules,
         "read_ns": {

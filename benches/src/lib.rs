@@ -10,6 +10,7 @@ use mycosynth_testkit::NatsServer;
 use tokio::sync::oneshot;
 
 pub mod backup;
+pub mod callout;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod paths;

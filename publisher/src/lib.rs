@@ -9,6 +9,8 @@
 //! - [`validate`]: the one validation of change sets (pure, no I/O).
 //! - [`store`]: the validator's JetStream edge: buckets, state, group commit.
 //! - [`access`]: authentication, the policy, callers, rate limits, sensitive values.
+//! - [`callout`]: the NATS auth callout (`mycosynth auth serve`) and the static `users.conf`,
+//!   from one definition of each identity kind's permissions.
 //! - [`audit`]: the hash-chained audit log. [`fleet`]: which instances hold which version.
 //! - [`validator`]: the service: the endpoint table, the dispatcher, the change path.
 //! - [`site`]: read-only site replicas and their lag. [`backup`]: archives and restore.
@@ -20,6 +22,7 @@
 pub mod access;
 pub mod audit;
 pub mod backup;
+pub mod callout;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -56,7 +59,7 @@ pub async fn connect_with(
         std::time::Duration::from_secs(2),
     );
     credentials
-        .apply(async_nats::ConnectOptions::new())
+        .connect_options()
         .name(name)
         .connection_timeout(std::time::Duration::from_secs(3))
         .reconnect_delay_callback(move |attempt| match attempt {

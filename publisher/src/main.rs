@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mycosynth::cli::{self, args::Command, Cli};
+use mycosynth::cli::{self, args::AuthCommand, args::Command, Cli};
 use tracing_subscriber::EnvFilter;
 
 /// The validator builds and drops many small JSON values per change request; mimalloc serves
@@ -35,6 +35,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Sidecar(args) => {
             logs("info", args.log_json);
             cli::sidecar::sidecar(&cli, args).await
+        }
+        Command::Auth(AuthCommand::Serve(args)) => {
+            logs("info", args.log_json);
+            cli::auth::serve(&cli, args).await
         }
         _ => {
             logs("warn", false);

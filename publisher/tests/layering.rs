@@ -15,6 +15,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("validate", &["failure"]),
     ("store", &["failure", "validate"]),
     ("access", &["failure", "clock", "store", "validate"]),
+    // The auth callout answers nats-server alone: it needs only the wire contract.
+    ("callout", &[]),
     ("audit", &["access", "clock", "failure", "store"]),
     ("fleet", &["clock", "store"]),
     ("site", &["clock", "failure", "store"]),
@@ -34,6 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "access",
             "audit",
             "backup",
+            "callout",
             "client",
             "clock",
             "failure",

@@ -4,6 +4,8 @@
 //! Every process is started here and stopped by the PID started here (on `Drop` too), so a
 //! failing test leaves nothing running.
 
+pub mod callout;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

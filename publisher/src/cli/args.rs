@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use super::auth_args::{AuthCommand, CalloutArgs, CalloutKey};
+
 /// Mycosynth: validated, versioned, live configuration on NATS JetStream.
 #[derive(Debug, Parser)]
 #[command(name = "mycosynth", version, about, after_help = crate::cli::exit::EXIT_CODES_HELP)]
@@ -27,6 +29,11 @@ pub struct Cli {
     /// to connect to NATS and to sign every request.
     #[arg(long, global = true, env = "MYCOSYNTH_NKEY_FILE")]
     pub nkey_file: Option<PathBuf>,
+    /// File holding a bearer token (a static token or a JWT such as a Kubernetes
+    /// service-account token) for a server in auth-callout mode; read again at every
+    /// reconnection, so a rotated file is picked up.
+    #[arg(long, global = true, env = "MYCOSYNTH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// PEM file of the CA that signed the NATS server's certificate (turns TLS on).
     #[arg(long, global = true, env = "MYCOSYNTH_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -253,6 +260,10 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         replicas: usize,
     },
+    /// Identity at fleet scale: the NATS auth callout, static tokens, and the static
+    /// server config.
+    #[command(subcommand)]
+    Auth(AuthCommand),
 }
 
 /// The operator's key of a backup's data keys.

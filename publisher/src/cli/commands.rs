@@ -39,6 +39,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let creds = super::identity::credentials(&cli)?;
     match cli.command {
         Command::Keygen { file } => super::identity::keygen(&file, json),
+        Command::Auth(command) => super::auth::run(command, json),
         Command::Policy(command) => {
             let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             super::identity::policy(&api, command, json).await

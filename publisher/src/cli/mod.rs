@@ -4,6 +4,8 @@
 
 pub mod args;
 pub mod audit;
+pub mod auth;
+pub mod auth_args;
 pub mod backup;
 pub mod change_requests;
 pub mod commands;

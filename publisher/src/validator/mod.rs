@@ -19,7 +19,7 @@ pub mod affinity;
 pub mod change;
 mod dispatch;
 pub mod endpoints;
-mod http;
+pub mod http;
 mod instance;
 pub mod requests;
 mod serve;
