@@ -12,8 +12,12 @@ test:
 	cargo build --workspace --bins --quiet
 	mkdir -p target
 	set -o pipefail; cargo test --workspace 2>&1 | tee target/test.log; status=$$?; \
-	  awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test.log; \
-	  exit $$status
+	  python="$$(./clients/python/provision.sh)" && PYTHONDONTWRITEBYTECODE=1 "$$python" -m pytest -q \
+	    -p no:cacheprovider clients/python/tests 2>&1 | tee target/pytest.log; pystatus=$$?; \
+	  awk '/^test result:/ {p+=$$4; f+=$$6} \
+	    FILENAME ~ /pytest/ && / in [0-9.]+s/ {for (i = 2; i <= NF; i++) {if ($$i ~ /^passed/) p+=$$(i-1); if ($$i ~ /^(failed|errors?)/) f+=$$(i-1)}} \
+	    END {printf "tests: %d passed, %d failed\n", p, f}' target/test.log target/pytest.log; \
+	  [ $$status -eq 0 ] && [ $$pystatus -eq 0 ]
 
 bench:
 	./nats/provision.sh >/dev/null

@@ -124,7 +124,7 @@ service_shows "http.retries = 3"
 echo "==> an invalid change is refused (exit code 3) and changes nothing:"
 "$bin" set payment-service production database.pool_size 0 || echo "    (exit code $?)"
 echo "==> as alice: her own change requests are never hers to approve (exit code 5):"
-own="$(alice --json set payment-service staging http.retries 4 --propose | opened)"
+own="$(alice --json apply config/payment-service/production.yaml --namespace payment-service --env staging --propose | opened)"
 alice requests approve "$own" || echo "    (exit code $?)"
 echo "==> as alice: a production change is refused by the policy (exit code 5), nothing changes:"
 alice set payment-service production database.pool_size 90 || echo "    (exit code $?)"
@@ -160,16 +160,47 @@ echo "==> mycosynth rollout status payment-service production-eu   (who serves t
 echo "==> mycosynth rollout abort payment-service production-eu   (canaries back on stable at once)"
 "$bin" rollout abort payment-service production-eu --reason 'demo'
 # --- end of issue 24 --------------------------------------------------------------------------
+# --- issue 22: the HTTP sidecar and the Python client (docs/sidecar.md) --------------------
+sidecar_port="$(pick_port "sidecar" "${MYCOSYNTH_DEMO_SIDECAR_PORT:-}")"
+sidecar="http://127.0.0.1:$sidecar_port"
+echo "==> mycosynth sidecar payment-service production --listen 127.0.0.1:$sidecar_port   (as svc-payment-service: it reads what that identity may)"
+MYCOSYNTH_NKEY_FILE="$creds/svc-payment-service.nk" NO_COLOR=1 "$bin" sidecar payment-service production \
+  --listen "127.0.0.1:$sidecar_port" --cache-dir "$work/sidecar-cache" > "$work/sidecar.log" 2>&1 &
+pids+=($!)
+wait_for sidecar "$work/sidecar.log" "ready" "$!"
+for _ in $(seq 50); do curl -sf "$sidecar/health" > /dev/null && break; sleep 0.1; done
+echo "==> curl $sidecar/v1/config/payment-service/production/http.timeout_ms"
+curl -s "$sidecar/v1/config/payment-service/production/http.timeout_ms"; echo
+echo "==> OFREP: curl -X POST $sidecar/ofrep/v1/evaluate/flags/feature_flags.new_checkout"
+curl -s -X POST -H 'Content-Type: application/json' -d '{"context":{}}' \
+  "$sidecar/ofrep/v1/evaluate/flags/feature_flags.new_checkout"; echo
+echo "==> the change stream (curl -N $sidecar/v1/watch/payment-service/production), then a change: its event names the approvers and the request"
+curl -sN "$sidecar/v1/watch/payment-service/production" > "$work/sse.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do grep -q "^event: state" "$work/sse.log" && break; sleep 0.1; done
+echo "    (mycosynth set payment-service production http.timeout_ms 300: a change request; alice approves; it applies)"
+id="$("$bin" --json set payment-service production http.timeout_ms 300 --reason "slower upstream" | opened)"
+alice requests approve "$id"
+"$bin" requests apply "$id"
+for _ in $(seq 50); do grep -q "^event: change" "$work/sse.log" && break; sleep 0.1; done
+grep -A1 "^event: change" "$work/sse.log" || echo "    (no change event seen; $work/sse.log holds the stream)"
+echo "==> the Python client (pip install ./clients/python into .tools/venv): ConfigClient().get"
+python="$(./clients/python/provision.sh)"
+MYCOSYNTH_SIDECAR_URL="$sidecar" "$python" -c 'from mycosynth import ConfigClient
+with ConfigClient() as config:
+    print("http.timeout_ms =", config.get("http.timeout_ms"), "at version", config.version)'
+# --- end of issue 22 --------------------------------------------------------------------------
+
 # --- issue 26: backup and restore (docs/backup.md) ------------------------------------------
 echo "==> mycosynth backup (as nats-admin): one checksummed archive, data keys encrypted with backup.key"
 head -c 32 /dev/urandom | base64 > "$work/backup.key"
 MYCOSYNTH_NKEY_FILE="$creds/nats-admin.nk" "$bin" backup "$work/cluster.myco" --key-file "$work/backup.key"
-port2=$((port + 1))
+port2="$(free_port)"
 sed -e "s|127.0.0.1:$port|127.0.0.1:$port2|" -e "s|$work/jetstream|$work/jetstream-restored|" \
   "$work/nats.conf" > "$work/nats-restored.conf"
 "$nats_server" -c "$work/nats-restored.conf" > "$work/nats-restored.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "Server is ready" "$work/nats-restored.log" && break; sleep 0.1; done
+wait_for "the second nats-server" "$work/nats-restored.log" "Server is ready" "$!"
 echo "==> a flipped byte: the archive is refused before anything is written (exit code 13)"
 cp "$work/cluster.myco" "$work/damaged.myco"
 printf '\x00' | dd of="$work/damaged.myco" bs=1 seek=100 conv=notrunc status=none
@@ -179,11 +210,43 @@ echo "==> mycosynth restore into a fresh server (as nats-admin, before any valid
 MYCOSYNTH_NKEY_FILE="$creds/nats-admin.nk" "$bin" --nats-url "nats://127.0.0.1:$port2" \
   restore "$work/cluster.myco" --key-file "$work/backup.key"
 MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" --nats-url "nats://127.0.0.1:$port2" \
-  serve --http 127.0.0.1:19465 --auth signed > "$work/validator-restored.log" 2>&1 &
+  serve --http "127.0.0.1:$(free_port)" --auth signed > "$work/validator-restored.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q "ready" "$work/validator-restored.log" && break; sleep 0.1; done
+wait_for "the restored cluster's validator" "$work/validator-restored.log" "ready" "$!"
 echo "==> the restored cluster: same history, and the audit chain continues"
 "$bin" --nats-url "nats://127.0.0.1:$port2" history payment-service production --limit 3
 "$bin" --nats-url "nats://127.0.0.1:$port2" audit verify
 # --- end of issue 26 --------------------------------------------------------------------------
+# ---- auth callout (issue 25, docs/identity.md): identities decided by `mycosynth auth serve` ----
+echo "==> auth callout: a second nats-server (nats/callout/server.conf) that asks mycosynth auth serve who each connection is"
+cport="$(pick_port "callout nats-server" "${MYCOSYNTH_DEMO_CALLOUT_PORT:-}")"
+callout_http="$(pick_port "callout /metrics" "")"
+callout_validator_http="$(pick_port "validator behind the callout /metrics" "")"
+callout_url="nats://127.0.0.1:$cport"
+sed -e "s|127.0.0.1:4222|127.0.0.1:$cport|" -e "s|^http: .*||" -e "s|.tools/nats-data-callout|$work/jetstream-callout|" \
+  nats/callout/server.conf > "$work/callout-nats.conf"
+"$nats_server" -c "$work/callout-nats.conf" > "$work/callout-nats.log" 2>&1 &
+pids+=($!)
+wait_for "the callout's nats-server" "$work/callout-nats.log" "Server is ready" "$!"
+MYCOSYNTH_NKEY_FILE="$root/nats/callout/dev-credentials/callout.nk" NO_COLOR=1 "$bin" --nats-url "$callout_url" \
+  auth serve --config nats/callout/callout.yaml --http "127.0.0.1:$callout_http" > "$work/callout.log" 2>&1 &
+pids+=($!)
+wait_for "the auth callout" "$work/callout.log" "ready" "$!"
+MYCOSYNTH_NKEY_FILE="$creds/validator.nk" NO_COLOR=1 "$bin" --nats-url "$callout_url" serve --http "127.0.0.1:$callout_validator_http" \
+  --auth signed --admin "admin=$(cat "$creds/admin.pub")" > "$work/callout-validator.log" 2>&1 &
+pids+=($!)
+wait_for "the validator behind the callout" "$work/callout-validator.log" "ready" "$!"
+echo "==> as admin (its nkey, decided by the callout's nkey backend): set payment-service staging feature.new_checkout true"
+"$bin" --nats-url "$callout_url" set payment-service staging feature.new_checkout true
+echo "==> a service with a static token (nats/callout/tokens.txt holds only its hash) reads its namespace:"
+env -u MYCOSYNTH_NKEY_FILE "$bin" --nats-url "$callout_url" --token-file nats/callout/dev-credentials/svc-payment-service.token \
+  watch payment-service staging > "$work/token-watch.log" 2>&1 &
+pids+=($!)
+wait_for "watch with a token" "$work/token-watch.log" "watching" "$!"
+cat "$work/token-watch.log"
+echo "==> a wrong token is refused by the server (exit code 7); the callout logs why, never the token:"
+echo "not-a-token" > "$work/bad.token"
+env -u MYCOSYNTH_NKEY_FILE "$bin" --nats-url "$callout_url" --token-file "$work/bad.token" watch payment-service staging 2>&1 | tail -1 || true
+grep -E "connection (accepted|refused)" "$work/callout.log" | sed -e 's/^.*connection /    connection /' | cut -c1-160
+# ---- end of the auth callout block ----
 echo "==> demo done; stopping everything"

@@ -11,7 +11,11 @@
 //! - reads from one and two threads while the snapshot changes 1,000 times a second;
 //! - throughput of accepted change sets (one and two validators; one and 100 namespaces);
 //! - startup with 10,000 keys, from NATS and from the last-known-good cache;
-//! - resident memory of a subscriber holding 10,000 keys and of a validator under load.
+//! - resident memory of a subscriber holding 10,000 keys and of a validator under load;
+//! - the sidecar (`src/sidecar.rs`): `GET` of one key against a bare axum handler (wrk), a
+//!   change request to the SSE event against a Rust subscriber, the Python client's `get`.
+//! - the auth callout: connection set-up through it against a static nkey, and the callouts
+//!   per second one instance answers when 1,000 clients connect at once (`src/callout.rs`).
 //!
 //! Latency figures keep one change in flight. Prints Markdown and writes
 //! target/bench/report.json.
@@ -55,6 +59,15 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks harness=false benches to list; nothing to list.
     }
+    if std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .as_deref()
+        == Some("callout")
+    {
+        mycosynth_benches::callout::run().await.print();
+        return;
+    }
     let nats = NatsServer::start();
     let url = nats.url();
     let validator = Validator::start(&url, &[]);
@@ -64,7 +77,8 @@ async fn main() {
             .expect("api"),
     );
 
-    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup`
+    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|schedules|sites|backup`
+    // (`--only callout`, above, needs no server of these)
     // runs one part, to look at (or `perf record -p <validator pid>`) while working; no report.
     let only = std::env::args()
         .skip_while(|a| a != "--only")
@@ -88,6 +102,13 @@ async fn main() {
                 let per_s = throughput(&routed, namespaces, Duration::from_secs(10)).await;
                 println!("two validators, routing client, {namespaces} namespace(s): {per_s:.0} change sets/s");
             }
+            return;
+        }
+        "sidecar" => {
+            let figures = mycosynth_benches::sidecar::run(&api, &url, 1000).await;
+            println!();
+            figures.rows().iter().for_each(|row| println!("{row}"));
+            println!("load average {}", mycosynth_benches::sites::load_average());
             return;
         }
         "schedules" => {
@@ -240,6 +261,14 @@ async fn main() {
     );
     println!("| validator process after the throughput runs | {validator_rss:.1} |");
 
+    // Last: the sidecar installs a metrics recorder in this process, which the runs above
+    // (in-process subscribers) should not pay for.
+    let sidecar = mycosynth_benches::sidecar::run(&api, &url, 1000).await;
+    println!();
+    sidecar.rows().iter().for_each(|row| println!("{row}"));
+    let callout = mycosynth_benches::callout::run().await;
+    callout.print();
+
     let one = &propagation["1"];
     let hundred = &propagation["100"];
     // Null where a side was not measured (no etcd): a ratio of nothing is no figure.
@@ -278,6 +307,8 @@ async fn main() {
         "sites": sites,
         "backup_10ns_1000keys_10versions": backup,
         "etcd_watch_us": etcd,
+        "sidecar": sidecar,
+        "auth_callout": callout,
         "propagation_durable_us": durable,
         "schedule_lateness_us": schedules,
         "read_ns": {

@@ -10,11 +10,13 @@ use mycosynth_testkit::NatsServer;
 use tokio::sync::oneshot;
 
 pub mod backup;
+pub mod callout;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod paths;
 pub mod reads;
 pub mod schedules;
+pub mod sidecar;
 pub mod sites;
 
 /// A nats-server and a validator serving it; both stop on drop.

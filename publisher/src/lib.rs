@@ -1,28 +1,35 @@
 //! # mycosynth (the write path)
 //!
-//! The validator service ([`validator`]), which is the only writer of config, and the operator
-//! CLI ([`cli`]), which talks to it. Both binaries' `main` only parse arguments and call in here.
+//! The validator service ([`validator`]), which is the only writer of config, the operator
+//! CLI ([`cli`]), which talks to it, and the HTTP [`sidecar`] for applications in any language.
+//! Both binaries' `main` only parse arguments and call in here.
 //!
 //! The parts, lowest first (a part uses only parts above it in this list):
 //! - [`failure`], [`clock`]: the error every part answers with; the recorded time.
 //! - [`validate`]: the one validation of change sets (pure, no I/O).
 //! - [`store`]: the validator's JetStream edge: buckets, state, group commit.
 //! - [`access`]: authentication, the policy, callers, rate limits, sensitive values.
+//! - [`callout`]: the NATS auth callout (`mycosynth auth serve`) and the static `users.conf`,
+//!   from one definition of each identity kind's permissions.
 //! - [`audit`]: the hash-chained audit log. [`fleet`]: which instances hold which version.
 //! - [`validator`]: the service: the endpoint table, the dispatcher, the change path.
 //! - [`site`]: read-only site replicas and their lag. [`backup`]: archives and restore.
 //! - [`client`]: the validator API's client. [`gitops`]: config as code (files, drift).
+//! - [`sidecar`]: one subscriber's snapshot over HTTP (runtime API, change stream, OFREP);
+//!   it uses no other part, only the subscriber crate.
 //! - [`cli`]: the commands.
 
 pub mod access;
 pub mod audit;
 pub mod backup;
+pub mod callout;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod failure;
 pub mod fleet;
 pub mod gitops;
+pub mod sidecar;
 pub mod site;
 pub mod store;
 pub mod validate;
@@ -52,7 +59,7 @@ pub async fn connect_with(
         std::time::Duration::from_secs(2),
     );
     credentials
-        .apply(async_nats::ConnectOptions::new())
+        .connect_options()
         .name(name)
         .connection_timeout(std::time::Duration::from_secs(3))
         .reconnect_delay_callback(move |attempt| match attempt {

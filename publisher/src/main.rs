@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mycosynth::cli::{self, args::Command, Cli};
+use mycosynth::cli::{self, args::AuthCommand, args::Command, Cli};
 use tracing_subscriber::EnvFilter;
 
 /// The validator builds and drops many small JSON values per change request; mimalloc serves
@@ -29,26 +29,33 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Serve(args) => {
-            let filter =
-                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-            let logs = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr);
-            if args.log_json {
-                logs.json().init();
-            } else {
-                logs.init();
-            }
+            logs("info", args.log_json);
             cli::serve::serve(&cli, args).await
         }
+        Command::Sidecar(args) => {
+            logs("info", args.log_json);
+            cli::sidecar::sidecar(&cli, args).await
+        }
+        Command::Auth(AuthCommand::Serve(args)) => {
+            logs("info", args.log_json);
+            cli::auth::serve(&cli, args).await
+        }
         _ => {
-            let filter =
-                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init();
+            logs("warn", false);
             cli::run(cli).await
         }
+    }
+}
+
+/// Logs to stderr at `level` unless `RUST_LOG` says otherwise; JSON lines with `json`.
+fn logs(level: &str, json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
     }
 }

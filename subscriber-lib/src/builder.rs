@@ -238,7 +238,10 @@ impl SubscriberBuilder {
     ) -> async_nats::ConnectOptions {
         let (on_event_health, on_event_resync) = (Arc::clone(health), resync.clone());
         let (attempt_health, backoff) = (Arc::clone(health), self.backoff);
-        let mut options = async_nats::ConnectOptions::new()
+        // The credentials first: a token file needs options built around its auth callback.
+        let mut options = self
+            .credentials
+            .connect_options()
             .connection_timeout(self.connect_timeout)
             .event_callback(move |event| {
                 let (health, resync) = (Arc::clone(&on_event_health), on_event_resync.clone());
@@ -273,7 +276,7 @@ impl SubscriberBuilder {
         if let Some(name) = &self.client_name {
             options = options.name(name);
         }
-        self.credentials.apply(options)
+        options
     }
 
     fn urls(&self) -> Result<Vec<async_nats::ServerAddr>, Error> {

@@ -7,6 +7,7 @@
 //! Everything read sits under the namespace's own prefixes: the declarations
 //! (`<ns>.<env>._meta.parent`), the parents' values and the parents' event subjects.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::builder::SubscriberBuilder;
 use crate::updater::{now_us, ChangeNotice, NoticeCause, Shared};
 use crate::wire::{parent_key, Environment, Namespace, ParentRecord, CONFIG_BUCKET};
-use crate::{Error, Subscriber, ValueSource};
+use crate::{Error, Resolved, Subscriber, ValueSource};
 
 /// Longest parent chain followed.
 const MAX_CHAIN: usize = 16;
@@ -166,25 +167,66 @@ async fn forward(
 }
 
 /// Calls `read` with the value of `key` resolved over own value, parents (nearest first) and
-/// the schema default.
+/// the schema default, with where it came from.
 #[inline]
 pub(crate) fn resolve<R>(
     own: &Subscriber,
     parents: &[Subscriber],
     key: &str,
-    read: impl FnOnce(Option<&Value>) -> R,
+    read: impl FnOnce(Option<Resolved<'_>>) -> R,
 ) -> R {
     let snapshot = own.shared.snapshot.load();
     if let Some((value, ValueSource::Stored)) = snapshot.raw(key) {
-        return read(Some(value));
+        return read(Some(Resolved {
+            value,
+            source: ValueSource::Stored,
+            environment: own.shared.environment.as_str(),
+        }));
     }
     for parent in parents {
         let inherited = parent.shared.snapshot.load();
         if let Some((value, ValueSource::Stored)) = inherited.raw(key) {
-            return read(Some(value));
+            return read(Some(Resolved {
+                value,
+                source: ValueSource::Inherited,
+                environment: parent.shared.environment.as_str(),
+            }));
         }
     }
-    read(snapshot.raw(key).map(|(value, _)| value))
+    read(snapshot.raw(key).map(|(value, source)| Resolved {
+        value,
+        source,
+        environment: own.shared.environment.as_str(),
+    }))
+}
+
+/// Every key with a value: own values, then inherited ones not shadowed (nearest parent
+/// first), then schema defaults of keys set nowhere.
+pub(crate) fn effective(
+    own: &Subscriber,
+    parents: &[Subscriber],
+) -> BTreeMap<String, (Value, ValueSource)> {
+    let snapshot = own.shared.snapshot.load();
+    let mut values: BTreeMap<String, (Value, ValueSource)> = BTreeMap::new();
+    for parent in parents.iter().rev() {
+        let inherited = parent.shared.snapshot.load();
+        values.extend(
+            inherited
+                .iter()
+                .map(|(k, v)| (k.to_owned(), (v.clone(), ValueSource::Inherited))),
+        );
+    }
+    values.extend(
+        snapshot
+            .iter()
+            .map(|(k, v)| (k.to_owned(), (v.clone(), ValueSource::Stored))),
+    );
+    for (key, value) in snapshot.defaults().iter() {
+        values
+            .entry(key.to_string())
+            .or_insert_with(|| (value.clone(), ValueSource::SchemaDefault));
+    }
+    values
 }
 
 /// The child's snapshot with every inherited key added (own values win), for section reads.

@@ -96,7 +96,7 @@ pub use backoff::Backoff;
 pub use builder::{StartPolicy, SubscriberBuilder};
 pub use credentials::{Credentials, CredentialsError};
 pub use site::EventSource;
-pub use snapshot::{GetError, Snapshot, ValueSource};
+pub use snapshot::{GetError, Resolved, Snapshot, ValueSource};
 pub use status::{Origin, Status};
 pub use updater::{ChangeNotice, NoticeCause};
 
@@ -265,10 +265,12 @@ impl Subscriber {
             return self.shared.snapshot.load().get(key);
         }
         inherit::resolve(self, &self.parents, key, |value| match value {
-            Some(value) => T::deserialize(value).map_err(|err| GetError::WrongType {
-                key: key.to_owned(),
-                message: err.to_string(),
-            }),
+            Some(Resolved { value, .. }) => {
+                T::deserialize(value).map_err(|err| GetError::WrongType {
+                    key: key.to_owned(),
+                    message: err.to_string(),
+                })
+            }
             None => Err(GetError::Missing {
                 key: key.to_owned(),
             }),
@@ -307,6 +309,54 @@ impl Subscriber {
             return self.with_current(|s| s.get_section(prefix));
         }
         inherit::merged(self, &self.parents).get_section(prefix)
+    }
+
+    /// Calls `read` with the JSON value of `key` and where it came from (this environment,
+    /// a parent environment, or the schema default), or with `None` when it has no value.
+    /// Memory only, like [`Subscriber::get`]; the value is borrowed from the snapshot for the
+    /// length of the call, so nothing is copied.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// let line = config.read_raw("database.pool_size", |found| match found {
+    ///     Some(r) => format!("{} ({} from {})", r.value, r.source.as_str(), r.environment),
+    ///     None => "not set".to_owned(),
+    /// });
+    /// println!("{line}");
+    /// # }
+    /// ```
+    #[inline]
+    pub fn read_raw<R>(&self, key: &str, read: impl FnOnce(Option<Resolved<'_>>) -> R) -> R {
+        inherit::resolve(self, &self.parents, key, read)
+    }
+
+    /// Every key that has a value, with its value and where it came from: own values, then
+    /// inherited values no nearer environment shadows, then schema defaults of keys set
+    /// nowhere. A copy, sorted by key; for reading single keys use [`Subscriber::get`].
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// for (key, (value, source)) in config.effective() {
+    ///     println!("{key} = {value} ({})", source.as_str());
+    /// }
+    /// # }
+    /// ```
+    pub fn effective(
+        &self,
+    ) -> std::collections::BTreeMap<String, (serde_json::Value, ValueSource)> {
+        inherit::effective(self, &self.parents)
+    }
+
+    /// The versions held of the parent environments, nearest first (empty without a parent).
+    /// With [`Subscriber::version`] they tell whether anything a read can return has changed.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// println!("own v{}, parents {:?}", config.version(), config.parent_versions());
+    /// # }
+    /// ```
+    pub fn parent_versions(&self) -> Vec<u64> {
+        self.parents.iter().map(Subscriber::version).collect()
     }
 
     /// The environments this one inherits from, nearest first (empty without a declared

@@ -46,6 +46,46 @@ pub enum ValueSource {
     Stored,
     /// The `default` of the key in the namespace's JSON Schema.
     SchemaDefault,
+    /// Stored in a parent environment this one inherits from (only through
+    /// [`Subscriber::read_raw`](crate::Subscriber::read_raw) and
+    /// [`Subscriber::effective`](crate::Subscriber::effective); a snapshot holds one
+    /// environment).
+    Inherited,
+}
+
+impl ValueSource {
+    /// The source as written in the sidecar's JSON and in logs: `own`, `default`, `inherited`.
+    ///
+    /// ```
+    /// assert_eq!(mycosynth_subscriber::ValueSource::SchemaDefault.as_str(), "default");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueSource::Stored => "own",
+            ValueSource::SchemaDefault => "default",
+            ValueSource::Inherited => "inherited",
+        }
+    }
+}
+
+/// A value read through a [`Subscriber`](crate::Subscriber) with where it came from; see
+/// [`Subscriber::read_raw`](crate::Subscriber::read_raw).
+///
+/// ```no_run
+/// # fn run(config: mycosynth_subscriber::Subscriber) {
+/// let inherited = config.read_raw("http.timeout_ms", |found| {
+///     found.is_some_and(|r| r.source == mycosynth_subscriber::ValueSource::Inherited)
+/// });
+/// # let _ = inherited; }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved<'a> {
+    /// The JSON value.
+    pub value: &'a Value,
+    /// Own value, inherited, or schema default.
+    pub source: ValueSource,
+    /// The environment whose value it is (this one for own values and schema defaults).
+    pub environment: &'a str,
 }
 
 /// The config of one namespace/environment at one version. Cheap to hold: values are shared

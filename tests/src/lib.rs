@@ -4,6 +4,8 @@
 //! Every process is started here and stopped by the PID started here (on `Drop` too), so a
 //! failing test leaves nothing running.
 
+pub mod callout;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod sidecar;
 pub mod site;
 
 /// The repository root.
@@ -65,10 +68,25 @@ pub fn mycosynth_bin() -> PathBuf {
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         build
             .args(["build", "--quiet", "-p", "mycosynth", "--bin", "mycosynth"])
-            .current_dir(repo_root())
-            // Inherited from `cargo test`, it would make ring's build script (which watches
-            // it) rebuild the crypto stack on every run.
-            .env_remove("CARGO_MANIFEST_DIR");
+            .current_dir(repo_root());
+        // Set by `cargo test` for the test process; inherited, they would make ring's build
+        // script (which watches CARGO_MANIFEST_DIR and CARGO_PKG_*) rebuild the crypto stack
+        // here, and again in the next `cargo test` (about 100 s each on this machine).
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let from_cargo_test = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*name);
+            if from_cargo_test {
+                build.env_remove(&*name);
+            }
+        }
         if release {
             build.arg("--release");
         }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use super::auth_args::{AuthCommand, CalloutArgs, CalloutKey};
+
 /// Mycosynth: validated, versioned, live configuration on NATS JetStream.
 #[derive(Debug, Parser)]
 #[command(name = "mycosynth", version, about, after_help = crate::cli::exit::EXIT_CODES_HELP)]
@@ -27,6 +29,11 @@ pub struct Cli {
     /// to connect to NATS and to sign every request.
     #[arg(long, global = true, env = "MYCOSYNTH_NKEY_FILE")]
     pub nkey_file: Option<PathBuf>,
+    /// File holding a bearer token (a static token or a JWT such as a Kubernetes
+    /// service-account token) for a server in auth-callout mode; read again at every
+    /// reconnection, so a rotated file is picked up.
+    #[arg(long, global = true, env = "MYCOSYNTH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// PEM file of the CA that signed the NATS server's certificate (turns TLS on).
     #[arg(long, global = true, env = "MYCOSYNTH_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -232,6 +239,9 @@ pub enum Command {
     /// Read-only site replicas on leaf nodes (run against the site's own server).
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Serve one namespace/environment's config over HTTP to applications in any language:
+    /// the runtime API, a change stream (Server-Sent Events) and OpenFeature (OFREP).
+    Sidecar(SidecarArgs),
     /// Write one consistent, checksummed archive of the whole cluster's Mycosynth state
     /// (config, history, schemas, policy, data keys encrypted with --key-file, audit log).
     Backup {
@@ -254,6 +264,10 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         replicas: usize,
     },
+    /// Identity at fleet scale: the NATS auth callout, static tokens, and the static
+    /// server config.
+    #[command(subcommand)]
+    Auth(AuthCommand),
 }
 
 /// The operator's key of a backup's data keys.
@@ -580,4 +594,47 @@ pub struct AuditArgs {
 pub enum AuditCommand {
     /// Check the whole hash chain; exit code 12 naming the first bad sequence if it is broken.
     Verify,
+}
+
+/// `mycosynth sidecar`
+#[derive(Debug, Args)]
+pub struct SidecarArgs {
+    /// Namespace served (the only one).
+    pub namespace: String,
+    /// Environment served (the only one).
+    pub env: String,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "MYCOSYNTH_SIDECAR_LISTEN",
+        default_value = "127.0.0.1:8686"
+    )]
+    pub listen: SocketAddr,
+    /// Keep a last-known-good cache here, and start from it when NATS is down.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Exit (code 7) when no config could be loaded within this many seconds; by default keep
+    /// trying, answering 503 on /health meanwhile.
+    #[arg(long)]
+    pub start_timeout: Option<f64>,
+    /// Seconds between heartbeats on the change stream.
+    #[arg(long, default_value_t = 15.0)]
+    pub heartbeat: f64,
+    /// Events a change-stream client may have waiting; one more and it is dropped (it
+    /// reconnects and gets the current state).
+    #[arg(long, default_value_t = 256)]
+    pub client_queue: usize,
+    /// Largest request body, in bytes (OFREP evaluation requests).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_body: usize,
+    /// A host name to answer for besides localhost and the listen address (repeatable; `*`:
+    /// any). On a loopback address other names are refused, against DNS rebinding.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
+    /// This instance's id in the fleet view (`mycosynth status`).
+    #[arg(long)]
+    pub instance_id: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
 }

@@ -39,13 +39,14 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let creds = super::identity::credentials(&cli)?;
     match cli.command {
         Command::Keygen { file } => super::identity::keygen(&file, json),
+        Command::Auth(command) => super::auth::run(command, json),
         Command::Policy(command) => {
             let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             super::identity::policy(&api, command, json).await
         }
-        Command::Serve(_) => Err(CliError::Local(
+        Command::Serve(_) | Command::Sidecar(_) => Err(CliError::Local(
             exit::USAGE,
-            "`serve` is started by main".into(),
+            "`serve` and `sidecar` are started by main".into(),
         )),
         Command::Watch {
             namespace,

@@ -59,6 +59,19 @@ impl From<ApiError> for CliError {
     }
 }
 
+/// Why `mycosynth sidecar` stopped: bad names 3, no listen address or no config 7.
+impl From<crate::sidecar::StartError> for CliError {
+    fn from(err: crate::sidecar::StartError) -> Self {
+        use crate::sidecar::StartError;
+        let code = match &err {
+            StartError::Name(_) => VALIDATION,
+            StartError::Listen { .. } | StartError::Subscriber(_) => UNAVAILABLE,
+            StartError::Metrics(_) => INTERNAL,
+        };
+        CliError::Local(code, err.to_string())
+    }
+}
+
 /// The exit code of an API error kind.
 pub fn code_of(kind: ErrorKind) -> u8 {
     match kind {

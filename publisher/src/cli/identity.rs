@@ -20,7 +20,8 @@ fn credentials_error(err: CredentialsError) -> CliError {
     }
 }
 
-/// The credentials of this invocation: `--nkey-file`, else `MYCOSYNTH_NKEY`; TLS options.
+/// The credentials of this invocation: `--nkey-file`, else `MYCOSYNTH_NKEY`; `--token-file`;
+/// TLS options.
 pub fn credentials(cli: &Cli) -> Result<Credentials, CliError> {
     let mut creds = match &cli.nkey_file {
         Some(path) => Credentials::default()
@@ -28,6 +29,13 @@ pub fn credentials(cli: &Cli) -> Result<Credentials, CliError> {
             .map_err(credentials_error)?,
         None => Credentials::from_env().map_err(credentials_error)?,
     };
+    if let Some(path) = cli
+        .token_file
+        .as_deref()
+        .filter(|p| creds.token_file() != Some(*p))
+    {
+        creds = creds.with_token_file(path).map_err(credentials_error)?;
+    }
     if let Some(ca) = &cli.tls_ca {
         creds = creds.with_tls_ca(ca);
     }
@@ -66,6 +74,23 @@ pub fn security(cli: &Cli, args: &ServeArgs) -> Result<SecurityConfig, CliError>
     })
 }
 
+/// Writes a secret (seed, token) and a newline to a new `file` readable by its owner only.
+pub(crate) fn write_secret(file: &Path, what: &str, secret: &str) -> Result<(), CliError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options
+        .open(file)
+        .and_then(|mut f| f.write_all(format!("{secret}\n").as_bytes()));
+    written.map_err(|e| {
+        CliError::Local(
+            exit::INPUT,
+            format!("cannot write the {what} to {}: {e}", file.display()),
+        )
+    })
+}
+
 /// `mycosynth keygen FILE`: a new user nkey; the seed goes to FILE (0600), the public key to
 /// stdout.
 pub fn keygen(file: &Path, json: bool) -> Result<(), CliError> {
@@ -73,19 +98,7 @@ pub fn keygen(file: &Path, json: bool) -> Result<(), CliError> {
     let seed = pair
         .seed()
         .map_err(|e| CliError::Local(exit::INTERNAL, e.to_string()))?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options
-        .open(file)
-        .and_then(|mut f| f.write_all(format!("{seed}\n").as_bytes()));
-    written.map_err(|e| {
-        CliError::Local(
-            exit::INPUT,
-            format!("cannot write the seed to {}: {e}", file.display()),
-        )
-    })?;
+    write_secret(file, "seed", &seed)?;
     if json {
         println!(
             "{}",

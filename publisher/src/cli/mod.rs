@@ -4,6 +4,8 @@
 
 pub mod args;
 pub mod audit;
+pub mod auth;
+pub mod auth_args;
 pub mod backup;
 pub mod change_requests;
 pub mod commands;
@@ -19,6 +21,7 @@ pub mod requests;
 pub mod rollout_args;
 pub mod rollouts;
 pub mod serve;
+pub mod sidecar;
 pub mod watch;
 
 pub use args::Cli;

@@ -43,7 +43,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> ExitCode {
 }
 
 /// Resolves at SIGINT or SIGTERM.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };

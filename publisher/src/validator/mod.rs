@@ -20,7 +20,7 @@ pub mod affinity;
 pub mod change;
 mod dispatch;
 pub mod endpoints;
-mod http;
+pub mod http;
 mod instance;
 pub mod requests;
 pub mod rollouts;

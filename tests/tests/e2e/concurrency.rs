@@ -288,9 +288,17 @@ async fn two_validators_split_the_namespaces_instead_of_racing() {
     );
     assert_eq!(commits(&a) + commits(&b), 200.0);
 
-    // The owner of some of the namespaces goes away: the other instance serves them right away.
+    // The owner of some of the namespaces goes away: the other instance serves them. A request
+    // forwarded to it in the moment it died is served once its discovery expires
+    // (`PEER_EXPIRY`, 3.5 s), so this client waits longer than the default 10 s: on a loaded
+    // machine that plus the serving can pass 10 s.
     a.kill();
-    let mut tasks = send(1, 20);
+    let patient = Arc::new(
+        mycosynth::client::ApiClient::connect(&nats.url(), std::time::Duration::from_secs(30))
+            .await
+            .expect("connect api client"),
+    );
+    let mut tasks = send_changes(&patient, "split", 1, 20);
     while let Some(result) = tasks.join_next().await {
         let outcome = result.unwrap().expect("accepted by the remaining instance");
         assert!(outcome.committed);

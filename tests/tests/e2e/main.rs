@@ -14,7 +14,10 @@
 //! - `fleet`: receipts from subscriber processes, `mycosynth status`, stale and rejecting instances.
 //! - `gitops`: config as code with a temporary git repository: validate, deploy, drift, schema
 //!   compatibility and docs, environment inheritance.
-//! - `security`: the shipped secure config: permission matrix, signed requests, the policy.
+//! - `security`: the shipped secure config: permission matrix (with `users.conf`, and through the
+//!   auth callout), signed requests, the policy.
+//! - `callout`: auth callout: static tokens and Kubernetes JWTs, refusals with reasons, expiry
+//!   and rotation, the callout down, two callouts sharing the load, tokens added live.
 //! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
 //! - `sensitive`: sensitive values sealed in KV, events, CLI and logs; clear in subscribers.
 //! - `sites`: a hub and a leaf-node site: changes reach the site's subscribers, the site serves
@@ -26,10 +29,13 @@
 //!   a restarted canary, `--target`, bad input.
 //! - `requests`: change requests: approvals bound to content, conflicts and rebase, the
 //!   emergency path, schedules with validators killed and restarted, audit and notices.
+//! - `sidecar`: `mycosynth sidecar` over HTTP: runtime API and 304s, the change stream and its
+//!   resume, OFREP, health, bad input, a slow stream client.
 
 mod abuse;
 mod audit;
 mod backup;
+mod callout;
 mod change_path;
 mod commit_point;
 mod concurrency;
@@ -43,6 +49,7 @@ mod rollouts;
 mod security;
 mod sensitive;
 mod service;
+mod sidecar;
 mod sites;
 mod subscriber;
 mod validation;

@@ -37,7 +37,7 @@ fn policy_json() -> Value {
 }
 
 /// Runs the CLI as `identity` (None: without credentials) on a blocking thread.
-async fn run_as(url: &str, identity: Option<&str>, args: &[&str]) -> Output {
+pub(super) async fn run_as(url: &str, identity: Option<&str>, args: &[&str]) -> Output {
     let (url, identity) = (url.to_owned(), identity.map(str::to_owned));
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -48,16 +48,39 @@ async fn run_as(url: &str, identity: Option<&str>, args: &[&str]) -> Output {
     .expect("cli thread")
 }
 
+/// How the server knows its identities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AuthSetup {
+    /// `nats/secure/`: the static `users.conf`.
+    UsersConf,
+    /// `nats/callout/`: auth callout (`mycosynth auth serve`) with the shipped config.
+    Callout,
+}
+
 /// A secure server, a signed-mode validator and the test policy, stored by `admin`.
-struct SecureStack {
-    nats: NatsServer,
-    _validator: Validator,
-    _dir: tempfile::TempDir,
-    policy_file: String,
+pub(super) struct SecureStack {
+    pub(super) nats: NatsServer,
+    pub(super) _validator: Validator,
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) policy_file: String,
+    /// The auth callout, in callout mode (dropped last: the server and validator go first).
+    pub(super) _callout: Option<mycosynth_testkit::callout::Callout>,
 }
 
 async fn secure_stack() -> SecureStack {
-    let nats = NatsServer::start_secure();
+    secure_stack_in(AuthSetup::UsersConf).await
+}
+
+/// [`secure_stack`] with the identities known by `setup`.
+pub(super) async fn secure_stack_in(setup: AuthSetup) -> SecureStack {
+    let (nats, callout) = match setup {
+        AuthSetup::UsersConf => (NatsServer::start_secure(), None),
+        AuthSetup::Callout => {
+            let nats = NatsServer::start_callout();
+            let callout = mycosynth_testkit::callout::Callout::start(&nats.url());
+            (nats, Some(callout))
+        }
+    };
     let validator = Validator::start_secure(&nats.url(), &[]);
     let dir = tempfile::tempdir().expect("temp dir");
     let policy_file = dir.path().join("policy.json");
@@ -74,25 +97,31 @@ async fn secure_stack() -> SecureStack {
         _validator: validator,
         _dir: dir,
         policy_file,
+        _callout: callout,
     }
 }
 
 /// A raw NATS connection of one identity that records the errors the server sends it.
-struct Probe {
+pub(super) struct Probe {
     client: async_nats::Client,
     server_errors: mpsc::UnboundedReceiver<String>,
 }
 
 async fn probe(url: &str, identity: Option<&str>) -> Result<Probe, String> {
-    let (tx, server_errors) = mpsc::unbounded_channel();
-    let mut creds = Credentials::default();
-    if let Some(identity) = identity {
-        creds = creds
+    let creds = match identity {
+        Some(identity) => Credentials::default()
             .with_nkey_file(dev_seed_file(identity))
-            .expect("dev seed");
-    }
+            .expect("dev seed"),
+        None => Credentials::default(),
+    };
+    probe_with(url, &creds).await
+}
+
+/// A [`Probe`] connected with `creds`.
+pub(super) async fn probe_with(url: &str, creds: &Credentials) -> Result<Probe, String> {
+    let (tx, server_errors) = mpsc::unbounded_channel();
     let client = creds
-        .apply(async_nats::ConnectOptions::new())
+        .connect_options()
         .event_callback(move |event| {
             let tx = tx.clone();
             async move {
@@ -112,7 +141,7 @@ async fn probe(url: &str, identity: Option<&str>) -> Result<Probe, String> {
 
 /// Who refused, if anyone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(super) enum Outcome {
     Allowed,
     /// The NATS server refused (a permissions violation, or no connection at all).
     Server,
@@ -163,7 +192,7 @@ impl Probe {
 
     /// Sends a request: Allowed if answered (and `accept` likes the answer), Server if the
     /// server reports a permissions violation for the subject.
-    async fn request(
+    pub(super) async fn request(
         &mut self,
         subject: &str,
         body: &str,
@@ -260,7 +289,43 @@ fn is_puback(payload: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permission_matrix_of_every_identity_and_action() {
-    let stack = secure_stack().await;
+    permission_matrix(AuthSetup::UsersConf).await;
+}
+
+/// The same matrix with the auth callout deciding every connection: the nkey identities of
+/// `identities.txt`, and services holding a static token or a Kubernetes service-account JWT,
+/// get exactly the rights `users.conf` gives their kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_matrix_of_every_identity_and_action_through_the_auth_callout() {
+    permission_matrix(AuthSetup::Callout).await;
+}
+
+/// The credentials of a matrix row: a dev identity's nkey, or (`<identity> (static token)`,
+/// `<identity> (kubernetes jwt)`) a service's token file, written into `dir`.
+fn matrix_credentials(identity: &str, dir: &std::path::Path) -> Credentials {
+    use mycosynth_testkit::callout::{
+        dev_token_file, k8s_token, service_account_claims, write_token,
+    };
+    match identity.split_once(' ') {
+        None => Credentials::default()
+            .with_nkey_file(dev_seed_file(identity))
+            .expect("dev seed"),
+        Some((name, "(static token)")) => Credentials::default()
+            .with_token_file(dev_token_file(name))
+            .expect("token file"),
+        Some((name, _)) => {
+            let account = name.strip_prefix("svc-").expect("a service");
+            let file = dir.join(format!("{name}.jwt"));
+            write_token(&file, &k8s_token(&service_account_claims(account, 3600)));
+            Credentials::default()
+                .with_token_file(&file)
+                .expect("token file")
+        }
+    }
+}
+
+async fn permission_matrix(setup: AuthSetup) {
+    let stack = secure_stack_in(setup).await;
     let url = stack.nats.url();
     let out = run_as(&url, Some("admin"), &["set", NS_A, ENV, "db.pool", "10"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -306,7 +371,7 @@ async fn permission_matrix_of_every_identity_and_action() {
     };
 
     // identity -> the outcome of each action, in ACTIONS order.
-    let matrix: [(&str, [Outcome; 7]); 7] = [
+    let mut matrix: Vec<(&str, [Outcome; 7])> = vec![
         //              read     watch    via validator  KV direct  event    policy      purge audit
         (
             "validator",
@@ -350,6 +415,15 @@ async fn permission_matrix_of_every_identity_and_action() {
         ),
         ("anonymous", [Server; 7]),
     ];
+    if setup == AuthSetup::Callout {
+        let reader = [Allowed, Allowed, Server, Server, Server, Server, Server];
+        matrix.extend([
+            ("svc-payment-service (static token)", reader),
+            ("svc-payment-service (kubernetes jwt)", reader),
+            ("svc-inventory-service (static token)", [Server; 7]),
+            ("svc-inventory-service (kubernetes jwt)", [Server; 7]),
+        ]);
+    }
     let people = ["admin", "alice", "bob"];
     for (identity, expected) in matrix {
         let observed: Vec<Outcome> = if identity == "anonymous" {
@@ -365,7 +439,9 @@ async fn permission_matrix_of_every_identity_and_action() {
             );
             vec![Server; 7]
         } else {
-            let mut p = probe(&url, Some(identity)).await.expect("connect");
+            let creds = matrix_credentials(identity, stack._dir.path());
+            let mut p = probe_with(&url, &creds).await.expect("connect");
+            let service_a = identity.starts_with("svc-payment-service");
             let mut row = Vec::new();
             for action in ACTIONS {
                 let person = people.contains(&identity);
@@ -374,14 +450,11 @@ async fn permission_matrix_of_every_identity_and_action() {
                         &run_as(&url, Some(identity), &["get", NS_A, ENV, "db.pool"]).await,
                         "get",
                     ),
-                    ReadKey if identity == "svc-payment-service" => {
+                    ReadKey if service_a => {
                         // The real subscriber crate, with the service's credentials.
-                        let creds = Credentials::default()
-                            .with_nkey_file(dev_seed_file(identity))
-                            .expect("seed");
                         let config = Subscriber::builder(NS_A, ENV)
                             .nats_url(&url)
-                            .credentials(creds)
+                            .credentials(creds.clone())
                             .connect()
                             .await
                             .expect("service A loads its namespace");
@@ -389,13 +462,10 @@ async fn permission_matrix_of_every_identity_and_action() {
                         p.request(&key_subject, "", |b| !b.is_empty()).await
                     }
                     ReadKey => p.request(&key_subject, "", |b| !b.is_empty()).await,
-                    Watch if identity == "svc-payment-service" => {
-                        let creds = Credentials::default()
-                            .with_nkey_file(dev_seed_file(identity))
-                            .expect("seed");
+                    Watch if service_a => {
                         let config = Subscriber::builder(NS_A, ENV)
                             .nats_url(&url)
-                            .credentials(creds)
+                            .credentials(creds.clone())
                             .connect()
                             .await
                             .expect("subscriber");
