@@ -145,6 +145,21 @@ echo "==> mycosynth audit --namespace payment-service --limit 8   (every request
 echo "==> mycosynth audit verify   (the hash chain of the audit log)"
 "$bin" audit verify
 
+# --- issue 24: rollouts (docs/rollouts.md) --------------------------------------------------
+echo "==> mycosynth rollout start payment-service production-eu --set http.timeout_ms=350 --steps 10%,50%,100% --bake 2s --auto-rollback"
+echo "    (validated like set, served to a canary cohort first; production-eu needs no approval)"
+"$bin" rollout start payment-service production-eu --set http.timeout_ms=350 \
+  --steps 10%,50%,100% --bake 2s --auto-rollback --health 'http_5xx_ratio<=control*1.1+0.01' \
+  --reason 'shorter timeout, canaried'
+echo "==> a second rollout on the same environment is refused, naming the running one (exit code 4):"
+"$bin" rollout start payment-service production-eu --set http.timeout_ms=300 || echo "    (exit code $?)"
+echo "==> steps that do not increase are refused (exit code 3):"
+"$bin" rollout start payment-service production-eu --set http.timeout_ms=300 --steps 50%,10% || echo "    (exit code $?)"
+echo "==> mycosynth rollout status payment-service production-eu   (who serves the candidate)"
+"$bin" rollout status payment-service production-eu
+echo "==> mycosynth rollout abort payment-service production-eu   (canaries back on stable at once)"
+"$bin" rollout abort payment-service production-eu --reason 'demo'
+# --- end of issue 24 --------------------------------------------------------------------------
 # --- issue 22: the HTTP sidecar and the Python client (docs/sidecar.md) --------------------
 sidecar_port="$(pick_port "sidecar" "${MYCOSYNTH_DEMO_SIDECAR_PORT:-}")"
 sidecar="http://127.0.0.1:$sidecar_port"

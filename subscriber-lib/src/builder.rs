@@ -49,6 +49,7 @@ pub struct SubscriberBuilder {
     pub(crate) receipts: bool,
     pub(crate) heartbeat: Duration,
     pub(crate) instance_id: Option<String>,
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
     pub(crate) validate: bool,
     /// Follow the declared parent chain (off for the inner subscribers of parents).
     pub(crate) inherit: bool,
@@ -73,6 +74,7 @@ impl SubscriberBuilder {
             receipts: true,
             heartbeat: Duration::from_secs(10),
             instance_id: None,
+            labels: Default::default(),
             validate: false,
             inherit: true,
             credentials: crate::Credentials::default(),
@@ -142,9 +144,40 @@ impl SubscriberBuilder {
         self
     }
 
-    /// This instance's id in the fleet view (default: host, pid and a random part).
+    /// This instance's id in the fleet view and in rollouts (default: `<host>-<pid>`). A
+    /// rollout's cohort is a hash of this id, so a stable id (a pod or host name) puts an
+    /// instance back into the same cohort when it restarts.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = mycosynth_subscriber::Subscriber::builder("payment-service", "production")
+    ///     .instance_id("payments-7f9c")
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = config; Ok(()) }
+    /// ```
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
         self.instance_id = Some(id.into());
+        self
+    }
+
+    /// Labels of this instance (e.g. `zone=eu-1`), reported in its receipts; a rollout started
+    /// with `--target label=value` takes only instances carrying them.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = mycosynth_subscriber::Subscriber::builder("payment-service", "production")
+    ///     .labels([("zone", "eu-1")])
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = config; Ok(()) }
+    /// ```
+    pub fn labels<K: Into<String>, V: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.labels
+            .extend(labels.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
     }
 
@@ -393,6 +426,14 @@ impl SubscriberBuilder {
             )
         });
         let (notices, _) = broadcast::channel(1024);
+        let instance_id = self
+            .instance_id
+            .clone()
+            .unwrap_or_else(crate::reporter::default_instance_id);
+        let canary = Arc::new(crate::rollout::Canary::new(
+            instance_id.clone(),
+            self.labels.clone(),
+        ));
         let shared = Arc::new(Shared {
             namespace,
             environment,
@@ -403,6 +444,7 @@ impl SubscriberBuilder {
             resync_requests: resync_tx,
             health,
             client: client.clone(),
+            canary,
         });
         let (cache, cache_task) = match cache_writer {
             Some((tx, task)) => (Some(tx), Some(task)),
@@ -421,14 +463,14 @@ impl SubscriberBuilder {
             let identity = identity(
                 shared.namespace.as_str(),
                 shared.environment.as_str(),
-                self.instance_id.clone(),
+                instance_id.clone(),
             );
             let task = spawn_reporter(
                 client.clone(),
                 receipt_subject(&shared.namespace, &shared.environment),
                 identity,
                 self.heartbeat,
-                Arc::clone(&shared.health),
+                (Arc::clone(&shared.health), Arc::clone(&shared.canary)),
                 rx,
                 shutdown_rx.clone(),
             );
@@ -436,6 +478,15 @@ impl SubscriberBuilder {
         } else {
             (None, None)
         };
+        // Inner subscribers of parents (inherit off) take no part in rollouts.
+        let follower = self.inherit.then(|| {
+            crate::rollout::spawn_follower(
+                Arc::clone(&shared),
+                Arc::clone(&shared.canary),
+                reports.clone(),
+                shutdown_rx.clone(),
+            )
+        });
         let updater = Updater {
             shared: Arc::clone(&shared),
             js: async_nats::jetstream::new(client.clone()),
@@ -473,6 +524,7 @@ impl SubscriberBuilder {
                         .into_iter()
                         .chain(cache_task)
                         .chain(reporter_task)
+                        .chain(follower)
                         .collect(),
                 ),
             }),

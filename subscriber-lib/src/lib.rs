@@ -76,6 +76,7 @@ pub mod kv_scan;
 mod loader;
 mod next_values;
 mod reporter;
+mod rollout;
 mod secrets;
 mod site;
 mod snapshot;
@@ -258,6 +259,9 @@ impl Subscriber {
     #[inline]
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T, GetError> {
         if self.parents.is_empty() {
+            if self.shared.canary.serving.load(Ordering::Relaxed) {
+                return self.with_current(|s| s.get(key));
+            }
             return self.shared.snapshot.load().get(key);
         }
         inherit::resolve(self, &self.parents, key, |value| match value {
@@ -283,6 +287,9 @@ impl Subscriber {
     #[inline]
     pub fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> T {
         if self.parents.is_empty() {
+            if self.shared.canary.serving.load(Ordering::Relaxed) {
+                return self.with_current(|s| s.get_or(key, default));
+            }
             return self.shared.snapshot.load().get_or(key, default);
         }
         snapshot::or_default(self.get(key), default)
@@ -299,7 +306,7 @@ impl Subscriber {
     /// ```
     pub fn get_section<T: DeserializeOwned>(&self, prefix: &str) -> Result<T, GetError> {
         if self.parents.is_empty() {
-            return self.shared.snapshot.load().get_section(prefix);
+            return self.with_current(|s| s.get_section(prefix));
         }
         inherit::merged(self, &self.parents).get_section(prefix)
     }
@@ -377,7 +384,104 @@ impl Subscriber {
     /// # }
     /// ```
     pub fn snapshot(&self) -> Arc<Snapshot> {
+        if self.shared.canary.serving.load(Ordering::Relaxed) {
+            if let Some(candidate) = self.shared.canary.candidate.load_full() {
+                return candidate;
+            }
+        }
         self.shared.snapshot.load_full()
+    }
+
+    /// Runs `read` on the snapshot served now: the rollout's candidate while this instance is
+    /// in its cohort, else the stable one.
+    fn with_current<T>(&self, read: impl FnOnce(&Snapshot) -> T) -> T {
+        if self.shared.canary.serving.load(Ordering::Relaxed) {
+            if let Some(candidate) = self.shared.canary.candidate.load().as_deref() {
+                return read(candidate);
+            }
+        }
+        read(&self.shared.snapshot.load())
+    }
+
+    /// The rollout whose candidate this instance serves now, if any (docs/rollouts.md). Its
+    /// [`version`](Self::version) stays the stable version the candidate is built on.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// if let Some(rollout) = config.rollout() {
+    ///     println!("canary of {rollout}");
+    /// }
+    /// # }
+    /// ```
+    pub fn rollout(&self) -> Option<String> {
+        self.shared
+            .canary
+            .hold()
+            .filter(|h| h.candidate)
+            .map(|h| h.id)
+    }
+
+    /// This instance's id in the fleet view and in rollouts.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// println!("I am {}", config.instance_id());
+    /// # }
+    /// ```
+    pub fn instance_id(&self) -> &str {
+        &self.shared.canary.instance_id
+    }
+
+    /// Registers a health indicator: its value travels in every receipt, and a rollout compares
+    /// its canary cohort's mean with the control cohort's. Registering a name again replaces
+    /// it. `value` runs on the receipt task, so it should be quick (read an atomic).
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// let errors = Arc::new(AtomicU64::new(0));
+    /// let seen = Arc::clone(&errors);
+    /// config.health_signal("http_5xx_ratio", move || seen.load(Ordering::Relaxed) as f64 / 1e3);
+    /// # }
+    /// ```
+    pub fn health_signal<F>(&self, name: impl Into<String>, value: F)
+    where
+        F: Fn() -> f64 + Send + Sync + 'static,
+    {
+        let name = name.into();
+        let mut signals = self
+            .shared
+            .canary
+            .signals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        signals.retain(|(n, _)| *n != name);
+        signals.push((name, Arc::new(value)));
+    }
+
+    /// The service's own check of a rollout's candidate before serving it: an `Err` keeps this
+    /// instance on the stable version and reports the rejection, which aborts a rollout started
+    /// with `--auto-rollback`.
+    ///
+    /// ```no_run
+    /// # fn run(config: mycosynth_subscriber::Subscriber) {
+    /// config.check_candidate(|candidate| match candidate.get::<u32>("database.pool_size") {
+    ///     Ok(n) if n > 500 => Err(format!("pool of {n} exceeds this host's file limit")),
+    ///     _ => Ok(()),
+    /// });
+    /// # }
+    /// ```
+    pub fn check_candidate<F>(&self, check: F)
+    where
+        F: Fn(&Snapshot) -> Result<(), String> + Send + Sync + 'static,
+    {
+        *self
+            .shared
+            .canary
+            .check
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(check));
     }
 
     /// The version currently held.

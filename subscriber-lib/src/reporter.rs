@@ -14,16 +14,9 @@ use crate::wire::{Receipt, ReceiptKind, Rejection};
 
 /// This instance's receipt with its identity filled in (host, pid, start time, instance id) and
 /// nothing reported yet; every receipt sent is a copy of it with the current state.
-pub(crate) fn identity(namespace: &str, environment: &str, instance_id: Option<String>) -> Receipt {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into());
+pub(crate) fn identity(namespace: &str, environment: &str, instance_id: String) -> Receipt {
+    let host = host_name();
     let pid = std::process::id();
-    let instance_id =
-        instance_id.unwrap_or_else(|| format!("{host}-{pid}-{}", &nuid::next().to_string()[..8]));
     Receipt {
         namespace: namespace.to_owned(),
         environment: environment.to_owned(),
@@ -38,6 +31,32 @@ pub(crate) fn identity(namespace: &str, environment: &str, instance_id: Option<S
         kind: ReceiptKind::Heartbeat,
         rejected: None,
         sent_at_us: 0,
+        labels: Default::default(),
+        health: Default::default(),
+        rollout: None,
+    }
+}
+
+/// The host name (`/etc/hostname`, else `$HOSTNAME`).
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The default instance id: `<host>-<pid>`, and `-<n>` for the n-th subscriber after the first
+/// in this process (several subscribers of one process stay apart in the fleet view).
+pub(crate) fn default_instance_id() -> String {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = format!("{}-{}", host_name(), std::process::id());
+    if n == 0 {
+        base
+    } else {
+        format!("{base}-{n}")
     }
 }
 
@@ -58,7 +77,7 @@ pub(crate) fn spawn_reporter(
     subject: String,
     identity: Receipt,
     interval: Duration,
-    health: Arc<Health>,
+    (health, canary): (Arc<Health>, Arc<crate::rollout::Canary>),
     mut state: watch::Receiver<ReportState>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -83,6 +102,9 @@ pub(crate) fn spawn_reporter(
                 kind: kind.unwrap_or(current.kind),
                 rejected: current.rejected.clone(),
                 sent_at_us: now_us(),
+                labels: canary.labels.clone(),
+                health: canary.health(),
+                rollout: canary.hold(),
                 ..identity.clone()
             };
             if client.connection_state() != async_nats::connection::State::Connected {

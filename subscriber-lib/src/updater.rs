@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     pub health: Arc<Health>,
     /// The connection, for reporting which server it is on.
     pub client: async_nats::Client,
+    /// This instance in rollouts: identity, labels, signals, the candidate it serves.
+    pub canary: Arc<crate::rollout::Canary>,
 }
 
 /// The metrics the event path records, registered once with the subscriber's namespace and

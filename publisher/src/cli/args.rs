@@ -232,6 +232,10 @@ pub enum Command {
     /// Change requests: list, show, approve, reject, cancel, amend, rebase, apply.
     #[command(subcommand)]
     Requests(RequestsCommand),
+    /// Progressive delivery: start a rollout to a canary cohort, then status, pause, resume,
+    /// promote, abort.
+    #[command(subcommand)]
+    Rollout(super::rollout_args::RolloutCommand),
     /// Read-only site replicas on leaf nodes (run against the site's own server).
     #[command(subcommand)]
     Site(SiteCommand),

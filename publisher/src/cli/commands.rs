@@ -96,6 +96,12 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             super::change_requests::run(&api, command, &author, timeout, json).await
         }
+        Command::Rollout(command) => {
+            // Bad input fails before connecting, and changes nothing.
+            let command = super::rollouts::prepare(command, &author)?;
+            let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
+            super::rollouts::run(&api, command, json).await
+        }
         Command::Audit(args) => {
             let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             super::audit::run(&api, args, &author, timeout, json).await

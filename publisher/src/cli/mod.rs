@@ -18,6 +18,8 @@ pub mod identity;
 pub mod output;
 pub mod repository;
 pub mod requests;
+pub mod rollout_args;
+pub mod rollouts;
 pub mod serve;
 pub mod sidecar;
 pub mod watch;

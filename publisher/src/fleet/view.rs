@@ -54,6 +54,11 @@ impl Fleet {
         }
     }
 
+    /// How long an instance may be silent before it is listed as stale.
+    pub fn stale_after(&self) -> Duration {
+        self.options.stale_after
+    }
+
     /// Records a receipt received at `now_us`.
     pub fn record(&self, receipt: Receipt, now_us: i64) {
         let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
@@ -207,6 +212,9 @@ mod tests {
             kind: ReceiptKind::Applied,
             rejected: None,
             sent_at_us: applied_at_us,
+            labels: Default::default(),
+            health: Default::default(),
+            rollout: None,
         }
     }
 

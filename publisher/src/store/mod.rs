@@ -18,9 +18,10 @@
 //! - `commit.rs`: [`Commit`], what a change set writes, and staging it for the committer.
 //! - [`committer`]: the group-commit task. `watched.rs`: records kept in memory by a KV watch.
 //! - `proposals.rs`: change requests, each step a compare-and-set on its record.
+//! - `rollouts.rs`: the rollout record of each namespace/environment, by compare-and-set.
 //! - `records.rs`: reading and writing one JSON record. `error.rs`: [`StoreError`].
 //!
-//! Imports run one way: `buckets`/`state`/`commit`/`proposals` → `records` → `committer` → `error`.
+//! Imports run one way: `buckets`/`state`/`commit`/`proposals`/`rollouts` → `records` → `committer` → `error`.
 
 mod buckets;
 mod commit;
@@ -28,6 +29,7 @@ pub mod committer;
 mod error;
 mod proposals;
 mod records;
+mod rollouts;
 mod state;
 mod watched;
 
@@ -36,4 +38,5 @@ pub use commit::{materialised_records, Commit};
 pub use error::StoreError;
 pub use proposals::Stored;
 pub use records::parse_schema;
+pub use rollouts::StoredRollout;
 pub use state::{state_at, KeptDocument, State};

@@ -9,10 +9,11 @@
 //!   handlers.
 //! - [`change`]: the change path as named steps, and its driver.
 //! - [`requests`]: change requests (proposals): review, approval, application, the scheduler.
+//! - [`rollouts`]: canary rollouts: steps, bake, promotion or rollback on fleet signals.
 //! - [`affinity`]: which instance writes which namespace/environment.
 //! - `http.rs`: `/metrics` and `/health`.
 //!
-//! Imports run one way: `serve` → `dispatch` → `endpoints` → `requests` → `change` →
+//! Imports run one way: `serve` → `dispatch` → `endpoints` → `rollouts` → `requests` → `change` →
 //! `instance`.
 
 pub mod affinity;
@@ -22,6 +23,7 @@ pub mod endpoints;
 pub mod http;
 mod instance;
 pub mod requests;
+pub mod rollouts;
 mod serve;
 
 pub use instance::Validator;

@@ -223,6 +223,10 @@ async fn serve_endpoints(
         Arc::clone(validator),
         stop.clone(),
     ));
+    tasks.spawn(super::rollouts::drive::run(
+        Arc::clone(validator),
+        stop.clone(),
+    ));
     tasks.spawn(fleet::track::track(
         Arc::clone(&validator.fleet),
         validator.store.clone(),

@@ -47,6 +47,15 @@ pub struct Receipt {
     pub rejected: Option<Rejection>,
     /// When it was sent, µs since the epoch.
     pub sent_at_us: i64,
+    /// The instance's labels (`.labels(..)`), matched by a rollout's `--target`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Its health signals now (`health_signal`), compared between a rollout's cohorts.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub health: std::collections::BTreeMap<String, f64>,
+    /// The running rollout it knows of, and whether it serves its candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::RolloutHold>,
 }
 
 /// A change an instance refused.

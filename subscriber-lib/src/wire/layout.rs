@@ -74,6 +74,18 @@ pub mod endpoint {
     pub const REQUEST_REBASE: &str = "request-rebase";
     /// Apply an approved change request.
     pub const REQUEST_APPLY: &str = "request-apply";
+    /// Start a rollout.
+    pub const ROLLOUT_START: &str = "rollout-start";
+    /// Show a rollout and its cohorts.
+    pub const ROLLOUT_STATUS: &str = "rollout-status";
+    /// Pause a rollout.
+    pub const ROLLOUT_PAUSE: &str = "rollout-pause";
+    /// Resume a paused rollout.
+    pub const ROLLOUT_RESUME: &str = "rollout-resume";
+    /// Commit a rollout's candidate now.
+    pub const ROLLOUT_PROMOTE: &str = "rollout-promote";
+    /// Send a rollout's members back to stable.
+    pub const ROLLOUT_ABORT: &str = "rollout-abort";
 }
 
 /// The reserved segment under which per-(namespace, environment) metadata is kept.
@@ -83,6 +95,7 @@ const HISTORY_PREFIX: &str = "_history";
 const REQUESTS_PREFIX: &str = "_requests";
 const PROPOSALS_PREFIX: &str = "_proposals";
 const PARENT_SUFFIX: &str = "_meta.parent";
+const ROLLOUT_SUFFIX: &str = "_meta.rollout";
 
 /// KV key of a config value: `<namespace>.<env>.<key>`.
 pub fn value_key(ns: &Namespace, env: &Environment, key: &str) -> String {
@@ -136,6 +149,24 @@ pub fn request_notice_subject(ns: &Namespace, env: &Environment) -> String {
 /// allowed to read its namespace can read the whole parent chain.
 pub fn parent_key(ns: &Namespace, env: &Environment) -> String {
     format!("{ns}.{env}.{PARENT_SUFFIX}")
+}
+
+/// KV key of the rollout of a namespace/environment (a
+/// [`RolloutRecord`](super::RolloutRecord)): `<namespace>.<env>._meta.rollout`, under the
+/// environment's own prefix so a service allowed to read its namespace can read it.
+pub fn rollout_key(ns: &Namespace, env: &Environment) -> String {
+    format!("{ns}.{env}.{ROLLOUT_SUFFIX}")
+}
+
+/// KV key filter matching the rollout of every namespace/environment.
+pub fn rollouts_filter() -> String {
+    format!("*.*.{ROLLOUT_SUFFIX}")
+}
+
+/// Core NATS subject on which the validator announces every write of a rollout record (the
+/// record, JSON): `mycosynth.rollouts.<env>.<namespace>`.
+pub fn rollout_notice_subject(ns: &Namespace, env: &Environment) -> String {
+    format!("mycosynth.rollouts.{env}.{ns}")
 }
 
 /// KV key filter matching every value and the head of a namespace/environment.

@@ -269,6 +269,8 @@ fn validator(inbox: String) -> Permissions {
         "$SRV.>".to_owned(),
         // The notice of each change-request step.
         REQUEST_NOTICES.to_owned(),
+        // The notice of each rollout step (its record).
+        "mycosynth.rollouts.>".to_owned(),
         // Change requests forwarded to the instance that owns their namespace.
         format!("{api}.direct.>"),
         // Lag probes of the sites' config mirrors (`serve --site`), in any site's domain.
@@ -336,6 +338,8 @@ fn service(ns: &Namespace, inbox: String) -> Permissions {
         subscribe: allow([
             format!("mycosynth.events.*.{ns}"),
             format!("mycosynth.schema.{ns}"),
+            // Rollout notices of its namespace (the candidate a canary serves).
+            format!("mycosynth.rollouts.*.{ns}"),
             // At a site: the heads and schemas its mirrors republish.
             format!("mycosynth.site.heads.*.{ns}"),
             format!("mycosynth.site.schemas.{ns}"),

@@ -24,6 +24,9 @@
 //!   with the hub gone and catches up after, lag in `status`, a site credential cannot write.
 //! - `backup`: backup and restore into a fresh server; a damaged archive is refused.
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
+//! - `rollouts`: canary cohorts of 20 in-process subscribers: whole reads, promotion as one
+//!   version, automatic rollback on a rejection and a health regression, a killed validator,
+//!   a restarted canary, `--target`, bad input.
 //! - `requests`: change requests: approvals bound to content, conflicts and rebase, the
 //!   emergency path, schedules with validators killed and restarted, audit and notices.
 //! - `sidecar`: `mycosynth sidecar` over HTTP: runtime API and 304s, the change stream and its
@@ -42,6 +45,7 @@ mod ha;
 mod requests;
 mod resilience;
 mod rollback;
+mod rollouts;
 mod security;
 mod sensitive;
 mod service;

@@ -10,13 +10,14 @@
 //!
 //! Handlers, one file per area: `change.rs` (change, rollback), `read.rs` (get, reveal,
 //! history, status, schema get), `schema.rs` (schema push), `parent.rs` (parent declarations),
-//! `admin.rs` (policy, audit log).
+//! `admin.rs` (policy, audit log), `rollouts.rs` (rollout start and steps).
 
 mod admin;
 mod change;
 mod parent;
 mod read;
 mod requests;
+mod rollouts;
 mod schema;
 
 use std::future::Future;
@@ -28,7 +29,8 @@ use mycosynth_subscriber::wire::{
     endpoint, AmendRequest, ApproveRequest, AuditRequest, AuditVerifyRequest, ChangeRequest,
     Environment, ErrorKind, GetRequest, HistoryRequest, Namespace, ParentRequest, PolicyGetRequest,
     PolicySetRequest, RejectRequest, Reply, RequestIdRequest, RequestListRequest, Role,
-    RollbackRequest, SchemaGetRequest, SchemaPushRequest, StatusRequest, MAX_REQUEST_BYTES,
+    RollbackRequest, RolloutActionRequest, RolloutStartRequest, SchemaGetRequest,
+    SchemaPushRequest, StatusRequest, MAX_REQUEST_BYTES,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -160,6 +162,12 @@ pub fn table() -> Vec<Endpoint> {
         REQUEST_AMEND   => AmendRequest,       "amend change requests of",  Write, Env,       LIMITED, Some("its author, or an admin of its namespace/environment"), requests::amend;
         REQUEST_REBASE  => RequestIdRequest,   "rebase change requests of", Read,  Env,       LIMITED, Some("its author, or a writer of its namespace/environment"), requests::rebase;
         REQUEST_APPLY   => RequestIdRequest,   "apply change requests to",  Write, Env,       LIMITED, None, requests::apply;
+        ROLLOUT_START   => RolloutStartRequest,  "start rollouts on",   Write, Env, LIMITED, None, rollouts::start;
+        ROLLOUT_STATUS  => RolloutActionRequest, "read rollouts of",    Read,  Env, AUDITED, None, rollouts::status;
+        ROLLOUT_PAUSE   => RolloutActionRequest, "pause rollouts of",   Write, Env, LIMITED, None, rollouts::pause;
+        ROLLOUT_RESUME  => RolloutActionRequest, "resume rollouts of",  Write, Env, LIMITED, None, rollouts::resume;
+        ROLLOUT_PROMOTE => RolloutActionRequest, "promote rollouts of", Write, Env, LIMITED, None, rollouts::promote;
+        ROLLOUT_ABORT   => RolloutActionRequest, "abort rollouts of",   Write, Env, LIMITED, None, rollouts::abort;
     }
 }
 
@@ -379,6 +387,8 @@ targets! {
     ApproveRequest => |r| proposal_target(&r.id);
     RejectRequest => |r| proposal_target(&r.id);
     AmendRequest => |r| proposal_target(&r.id);
+    RolloutStartRequest => |r| Target::Env { namespace: &r.namespace, environment: &r.environment };
+    RolloutActionRequest => |r| Target::Env { namespace: &r.namespace, environment: &r.environment };
 }
 
 /// The namespace and environment a change request's id names (`<ns>.<env>.<short>`); a
@@ -424,6 +434,12 @@ mod tests {
             endpoint::REQUEST_AMEND,
             endpoint::REQUEST_REBASE,
             endpoint::REQUEST_APPLY,
+            endpoint::ROLLOUT_START,
+            endpoint::ROLLOUT_STATUS,
+            endpoint::ROLLOUT_PAUSE,
+            endpoint::ROLLOUT_RESUME,
+            endpoint::ROLLOUT_PROMOTE,
+            endpoint::ROLLOUT_ABORT,
         ] {
             assert!(names.contains(&name), "{name} is not served");
         }
@@ -436,7 +452,8 @@ mod tests {
                 row.name,
                 endpoint::CHANGE | endpoint::ROLLBACK | endpoint::SCHEMA_PUSH
             ) || (row.name.starts_with("request-")
-                && !matches!(row.name, endpoint::REQUEST_LIST | endpoint::REQUEST_SHOW));
+                && !matches!(row.name, endpoint::REQUEST_LIST | endpoint::REQUEST_SHOW))
+                || (row.name.starts_with("rollout-") && row.name != endpoint::ROLLOUT_STATUS);
             assert_eq!(row.flags.limited, changes, "{}", row.name);
             assert_eq!(
                 row.flags.audited,
@@ -456,9 +473,14 @@ mod tests {
                 | endpoint::PARENT
                 | endpoint::REQUEST_AMEND
                 | endpoint::REQUEST_APPLY => Role::Write,
-                endpoint::GET | endpoint::HISTORY | endpoint::STATUS | endpoint::SCHEMA_GET => {
-                    Role::Read
+                name if name.starts_with("rollout-") && name != endpoint::ROLLOUT_STATUS => {
+                    Role::Write
                 }
+                endpoint::GET
+                | endpoint::HISTORY
+                | endpoint::STATUS
+                | endpoint::SCHEMA_GET
+                | endpoint::ROLLOUT_STATUS => Role::Read,
                 // The approval rule and the author decide beyond reading (the `finer` column).
                 name if name.starts_with("request-") => {
                     assert!(

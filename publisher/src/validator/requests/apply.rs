@@ -163,7 +163,7 @@ impl Validator {
 }
 
 /// Ok when `record` may be applied now: approved, not expired, a change (not a review).
-fn ready_to_apply(record: &ProposalRecord, now_us: i64) -> Result<(), Failure> {
+pub(super) fn ready_to_apply(record: &ProposalRecord, now_us: i64) -> Result<(), Failure> {
     let mut current = record.clone();
     expire_if_due(&mut current, now_us);
     if current.kind == ProposalKind::Review {

@@ -7,6 +7,7 @@
 //! - `apply.rs`: applying an approved proposal exactly once; overlapping ones are superseded.
 //! - [`schedule`]: the task that applies scheduled proposals when their time comes (on the
 //!   instance owning their namespace/environment), and marks missed and expired ones.
+//! - `rolled.rs`: an approved request as a rollout's candidate.
 //! - `notify.rs`: the notice of each step on `mycosynth.requests.<env>.<ns>`, metrics, and the
 //!   audit records of the scheduler's own steps.
 //!
@@ -17,6 +18,7 @@ mod notify;
 mod propose;
 mod records;
 mod review;
+mod rolled;
 pub mod schedule;
 
 pub use apply::SCHEDULER;

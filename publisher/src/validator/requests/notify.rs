@@ -66,14 +66,20 @@ impl Validator {
                 .collect(),
             ..Envelope::default()
         };
+        self.audit_own(action, &envelope, reply).await;
+    }
+
+    /// Records a step this validator instance took on its own (a scheduler's or a rollout
+    /// driver's) in the audit log, as the instance.
+    pub(crate) async fn audit_own(&self, action: &str, envelope: &Envelope, reply: &[u8]) {
         let requester = Requester {
             identity: format!("validator:{}", self.affinity.own()),
             verified: true,
         };
-        let entry = crate::audit::entry::draft(action, &requester, &envelope, reply, meta_time());
+        let entry = crate::audit::entry::draft(action, &requester, envelope, reply, meta_time());
         if let Err(err) = self.audit.append(entry).await {
             metrics::counter!("mycosynth_audit_failures_total").increment(1);
-            tracing::error!(action, error = %err, "could not record the scheduler's step in the audit log");
+            tracing::error!(action, error = %err, "could not record the validator's own step in the audit log");
         }
     }
 }
