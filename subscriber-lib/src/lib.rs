@@ -259,10 +259,7 @@ impl Subscriber {
     #[inline]
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T, GetError> {
         if self.parents.is_empty() {
-            if self.shared.canary.serving.load(Ordering::Relaxed) {
-                return self.with_current(|s| s.get(key));
-            }
-            return self.shared.snapshot.load().get(key);
+            return self.with_current(|s| s.get(key));
         }
         inherit::resolve(self, &self.parents, key, |value| match value {
             Some(Resolved { value, .. }) => {
@@ -287,10 +284,7 @@ impl Subscriber {
     #[inline]
     pub fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> T {
         if self.parents.is_empty() {
-            if self.shared.canary.serving.load(Ordering::Relaxed) {
-                return self.with_current(|s| s.get_or(key, default));
-            }
-            return self.shared.snapshot.load().get_or(key, default);
+            return self.with_current(|s| s.get_or(key, default));
         }
         snapshot::or_default(self.get(key), default)
     }
@@ -394,6 +388,7 @@ impl Subscriber {
 
     /// Runs `read` on the snapshot served now: the rollout's candidate while this instance is
     /// in its cohort, else the stable one.
+    #[inline]
     fn with_current<T>(&self, read: impl FnOnce(&Snapshot) -> T) -> T {
         if self.shared.canary.serving.load(Ordering::Relaxed) {
             if let Some(candidate) = self.shared.canary.candidate.load().as_deref() {

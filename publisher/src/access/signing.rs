@@ -205,46 +205,27 @@ mod tests {
         let err = authenticate(AuthMode::Signed, &policy, &nonces, &forged).unwrap_err();
         assert_eq!(err.kind, ErrorKind::AccessDenied);
         assert!(err.message.contains("forged"), "{}", err.message);
+        // An empty change request with these headers, refused.
+        let refused = |headers| {
+            let request = message("mycosynth.api.change", b"{}", headers);
+            authenticate(AuthMode::Signed, &policy, &nonces, &request).unwrap_err()
+        };
         // Mallory signs with her own key but claims Alice's public key.
         let mut headers = sign(&mallory, "mycosynth.api.change", b"{}").unwrap();
         headers.insert(HEADER_KEY, alice.public_key().as_str());
-        let err = authenticate(
-            AuthMode::Signed,
-            &policy,
-            &nonces,
-            &message("mycosynth.api.change", b"{}", Some(headers)),
-        )
-        .unwrap_err();
+        let err = refused(Some(headers));
         assert!(err.message.contains("forged"), "{}", err.message);
         // Unsigned.
-        let err = authenticate(
-            AuthMode::Signed,
-            &policy,
-            &nonces,
-            &message("mycosynth.api.change", b"{}", None),
-        )
-        .unwrap_err();
+        let err = refused(None);
         assert!(err.message.contains("not signed"), "{}", err.message);
         // Signed by a key the policy does not know.
         let headers = sign(&mallory, "mycosynth.api.change", b"{}").unwrap();
-        let err = authenticate(
-            AuthMode::Signed,
-            &policy,
-            &nonces,
-            &message("mycosynth.api.change", b"{}", Some(headers)),
-        )
-        .unwrap_err();
+        let err = refused(Some(headers));
         assert!(err.message.contains("not registered"), "{}", err.message);
         // Expired.
         let mut headers = sign(&alice, "mycosynth.api.change", b"{}").unwrap();
         headers.insert(HEADER_TIME, "1000");
-        let err = authenticate(
-            AuthMode::Signed,
-            &policy,
-            &nonces,
-            &message("mycosynth.api.change", b"{}", Some(headers)),
-        )
-        .unwrap_err();
+        let err = refused(Some(headers));
         assert!(err.message.contains("expired"), "{}", err.message);
     }
 }

@@ -352,7 +352,9 @@ async fn a_health_regression_in_canaries_rolls_back_and_control_is_untouched() {
         "{}",
         verdict.reason
     );
-    wait_until("canaries back on stable", Duration::from_secs(2), || {
+    // How fast they are back is a figure (printed below), not asserted: the deadline only
+    // bounds the wait.
+    wait_until("canaries back on stable", Duration::from_secs(10), || {
         subs.iter()
             .all(|s| s.rollout().is_none() && s.get::<u64>("limit").unwrap() == 1)
     })
