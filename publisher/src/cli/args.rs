@@ -178,6 +178,20 @@ pub enum Command {
         #[arg(long)]
         wait_version: Option<u64>,
     },
+    /// The fleet's health signals in a window before and after a version's commit, and
+    /// canary against control while a rollout runs.
+    Impact {
+        /// Namespace.
+        namespace: String,
+        /// Environment.
+        env: String,
+        /// The version (default: the latest).
+        #[arg(long)]
+        version: Option<u64>,
+        /// The window on each side of the commit (e.g. 30s, 5m; at most 1h).
+        #[arg(long, default_value = "5m")]
+        window: String,
+    },
     /// Check a config repository offline (for CI): every file against its schema and the
     /// naming, size and inheritance rules. No server needed.
     Validate {

@@ -76,6 +76,16 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
+        Command::Impact {
+            namespace,
+            env,
+            version,
+            window,
+        } => {
+            let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
+            let where_ = (namespace, env);
+            super::fleet::impact(&api, where_, version, &window, json).await
+        }
         Command::Validate {
             dir,
             require_schema,

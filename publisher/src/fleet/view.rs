@@ -6,7 +6,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use mycosynth_subscriber::wire::{InstanceState, InstanceStatus, Receipt, StatusOutcome};
+use mycosynth_subscriber::wire::{
+    InstanceState, InstanceStatus, Receipt, SignalImpact, StatusOutcome,
+};
+
+use super::signals::SignalHistory;
 
 /// How long until an instance is called stale, and until it is forgotten.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +42,8 @@ pub struct Fleet {
     instances: Mutex<HashMap<(String, String), HashMap<String, Seen>>>,
     /// The last version whose convergence time was recorded, per namespace/environment.
     converged: Mutex<HashMap<(String, String), u64>>,
+    /// The health signals of the last hour, for `impact`.
+    signals: Mutex<SignalHistory>,
 }
 
 fn micros(d: Duration) -> i64 {
@@ -51,6 +57,7 @@ impl Fleet {
             options,
             instances: Mutex::default(),
             converged: Mutex::default(),
+            signals: Mutex::default(),
         }
     }
 
@@ -61,6 +68,10 @@ impl Fleet {
 
     /// Records a receipt received at `now_us`.
     pub fn record(&self, receipt: Receipt, now_us: i64) {
+        self.signals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(&receipt, now_us);
         let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
         let group = instances
             .entry((receipt.namespace.clone(), receipt.environment.clone()))
@@ -72,6 +83,22 @@ impl Fleet {
                 last_seen_us: now_us,
             },
         );
+    }
+
+    /// The health signals of `ns`/`env` in the `window_us` before and after the commit of
+    /// `version` at `committed_at_us`.
+    pub fn impact(
+        &self,
+        ns: &str,
+        env: &str,
+        version: u64,
+        committed_at_us: i64,
+        window_us: i64,
+    ) -> Vec<SignalImpact> {
+        self.signals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .impact(ns, env, version, committed_at_us, window_us)
     }
 
     /// Forgets instances not heard from within the expiry.

@@ -7,9 +7,9 @@ use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use mycosynth_subscriber::kv_scan::scan;
 use mycosynth_subscriber::wire::{
-    head_key, heads_filter, history_filter, kv_stream, kv_subject, parent_key, parents_filter,
-    proposals_filter, request_key, ChangeSetRecord, Environment, HeadRecord, Namespace,
-    ParentRecord, RequestRecord, SchemaRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
+    head_key, heads_filter, history_filter, history_key, kv_stream, kv_subject, parent_key,
+    parents_filter, proposals_filter, request_key, ChangeSetRecord, Environment, HeadRecord,
+    Namespace, ParentRecord, RequestRecord, SchemaRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
 };
 
 use super::committer::Committer;
@@ -218,6 +218,30 @@ impl Store {
         }
         sets.sort_by_key(|s| s.version);
         Ok(sets)
+    }
+
+    /// The change set of `version` of `ns`/`env` (None: no such version). The newest one may
+    /// be only in its head, not yet materialised.
+    pub async fn change_set(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        version: u64,
+    ) -> Result<Option<ChangeSetRecord>, StoreError> {
+        let kept: Option<ChangeSetRecord> = get_record(
+            &self.config,
+            &history_key(ns, env, version),
+            self.read_timeout,
+        )
+        .await?;
+        if kept.is_some() {
+            return Ok(kept);
+        }
+        Ok(self
+            .head(ns, env)
+            .await?
+            .filter(|head| head.version == version)
+            .and_then(|head| head.change_set(ns.as_str(), env.as_str())))
     }
 
     /// The schema of `ns`, if one was pushed.

@@ -46,6 +46,8 @@ pub mod endpoint {
     pub const SCHEMA_GET: &str = "schema-get";
     /// Which instances hold which version.
     pub const STATUS: &str = "status";
+    /// The fleet's health signals before and after a version.
+    pub const IMPACT: &str = "impact";
     /// Declare (or remove) the parent of an environment.
     pub const PARENT: &str = "parent";
     /// Read the access policy (admins).

@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod event;
 mod fleet;
+mod impact;
 mod inherit;
 mod layout;
 mod names;
@@ -26,6 +27,7 @@ pub use audit::*;
 pub use auth::*;
 pub use event::*;
 pub use fleet::*;
+pub use impact::*;
 pub use inherit::*;
 pub use layout::*;
 pub use names::*;
@@ -155,6 +157,7 @@ mod contract_tests {
         );
         assert_eq!(RECEIPTS_ALL, "mycosynth.receipts.>");
         assert_eq!(api_subject(endpoint::STATUS), "mycosynth.api.status");
+        assert_eq!(api_subject(endpoint::IMPACT), "mycosynth.api.impact");
         assert_eq!(api_subject(endpoint::CHANGE), "mycosynth.api.change");
         assert_eq!(
             direct_subject("Xq3k9", endpoint::CHANGE),
@@ -218,6 +221,41 @@ mod contract_tests {
 
     /// The exact bytes of an event. If this test fails, the event format changed: bump
     /// `EVENT_FORMAT`, and plan how old subscribers and new validators coexist.
+    #[test]
+    fn impact_bodies_are_pinned() {
+        let request = ImpactRequest {
+            namespace: "payment-service".into(),
+            environment: "production".into(),
+            version: Some(7),
+            window_s: Some(300),
+        };
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            r#"{"namespace":"payment-service","environment":"production","version":7,"window_s":300}"#
+        );
+        let window = SignalWindow {
+            instances: 2,
+            samples: 5,
+            mean: 0.5,
+            max: 1.0,
+        };
+        let outcome = ImpactOutcome {
+            version: 7,
+            committed_at_us: 1,
+            window_s: 300,
+            signals: vec![SignalImpact {
+                signal: "errors".into(),
+                before: Some(window),
+                after: None,
+            }],
+            rollout: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&outcome).unwrap(),
+            r#"{"version":7,"committed_at_us":1,"window_s":300,"signals":[{"signal":"errors","before":{"instances":2,"samples":5,"mean":0.5,"max":1.0},"after":null}]}"#
+        );
+    }
+
     #[test]
     fn event_bytes_are_pinned() {
         let bytes = pinned_event().encode();

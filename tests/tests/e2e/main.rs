@@ -42,6 +42,7 @@ mod concurrency;
 mod fleet;
 mod gitops;
 mod ha;
+mod impact;
 mod requests;
 mod resilience;
 mod rollback;

@@ -9,11 +9,12 @@
 //! `finer` column and makes it with [`Call::may`] (the same check, the same denial).
 //!
 //! Handlers, one file per area: `change.rs` (change, rollback), `read.rs` (get, reveal,
-//! history, status, schema get), `schema.rs` (schema push), `parent.rs` (parent declarations),
+//! history, status, schema get), `impact.rs` (signals before and after a version), `schema.rs` (schema push), `parent.rs` (parent declarations),
 //! `admin.rs` (policy, audit log), `rollouts.rs` (rollout start and steps).
 
 mod admin;
 mod change;
+mod impact;
 mod parent;
 mod read;
 mod requests;
@@ -27,9 +28,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use mycosynth_subscriber::wire::{
     endpoint, AmendRequest, ApproveRequest, AuditRequest, AuditVerifyRequest, ChangeRequest,
-    Environment, ErrorKind, GetRequest, HistoryRequest, Namespace, ParentRequest, PolicyGetRequest,
-    PolicySetRequest, RejectRequest, Reply, RequestIdRequest, RequestListRequest, Role,
-    RollbackRequest, RolloutActionRequest, RolloutStartRequest, SchemaGetRequest,
+    Environment, ErrorKind, GetRequest, HistoryRequest, ImpactRequest, Namespace, ParentRequest,
+    PolicyGetRequest, PolicySetRequest, RejectRequest, Reply, RequestIdRequest, RequestListRequest,
+    Role, RollbackRequest, RolloutActionRequest, RolloutStartRequest, SchemaGetRequest,
     SchemaPushRequest, StatusRequest, MAX_REQUEST_BYTES,
 };
 use serde::de::DeserializeOwned;
@@ -147,6 +148,7 @@ pub fn table() -> Vec<Endpoint> {
         REVEAL       => GetRequest,        "reveal sensitive values of", Admin, Env,             AUDITED,   None,  read::reveal;
         HISTORY      => HistoryRequest,    "read the history of",        Read,  Env,             AUDITED,   None,  read::history;
         STATUS       => StatusRequest,     "read the status of",         Read,  Env,             POLL,      None,  read::status;
+        IMPACT       => ImpactRequest,     "read the impact of changes to", Read, Env,           AUDITED,   None,  impact::impact;
         SCHEMA_GET   => SchemaGetRequest,  "read the schema of",         Read,  NamespaceAnyEnv, AUDITED,   None,  read::schema_get;
         SCHEMA_PUSH  => SchemaPushRequest, "push the schema of",         Admin, Namespace,       LIMITED,   None,  schema::push;
         PARENT       => ParentRequest,     "declare a parent",           Write, Env,             AUDITED,   None,  parent::declare;
@@ -375,6 +377,7 @@ targets! {
     GetRequest => |r| Target::Env { namespace: &r.namespace, environment: &r.environment };
     HistoryRequest => |r| Target::Env { namespace: &r.namespace, environment: &r.environment };
     StatusRequest => |r| Target::Env { namespace: &r.namespace, environment: &r.environment };
+    ImpactRequest => |r| Target::Env { namespace: &r.namespace, environment: &r.environment };
     ParentRequest => |r| Target::Env { namespace: &r.namespace, environment: &r.environment };
     SchemaGetRequest => |r| Target::Namespace(&r.namespace);
     SchemaPushRequest => |r| Target::Namespace(&r.namespace);
