@@ -76,6 +76,16 @@ pub struct RolloutStart {
     /// Only instances with this label, `label=value` (repeatable: all must hold).
     #[arg(long = "target", value_name = "LABEL=VALUE")]
     pub target: Vec<String>,
+    /// An external signal: the Prometheus server whose `--query` must stay at or under
+    /// `--max` (evaluated every 2 s; with --auto-rollback a breach aborts).
+    #[arg(long, value_name = "URL", requires_all = ["query", "max"])]
+    pub prometheus: Option<String>,
+    /// The PromQL instant query of --prometheus (its highest series counts).
+    #[arg(long, value_name = "PROMQL", requires = "prometheus")]
+    pub query: Option<String>,
+    /// The highest value --query may return.
+    #[arg(long, value_name = "VALUE", requires = "prometheus")]
+    pub max: Option<f64>,
     /// Why (recorded with the promoted version).
     #[arg(long, default_value = "")]
     pub reason: String,

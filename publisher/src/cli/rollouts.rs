@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use mycosynth_subscriber::wire::{
     endpoint, parse_steps, ChangeSource, HealthRule, KeyChange, RolloutActionRequest,
-    RolloutOutcome, RolloutStartRequest,
+    PrometheusRule, RolloutOutcome, RolloutStartRequest,
 };
 use serde_json::Value;
 
@@ -24,6 +24,15 @@ pub fn start_request(args: RolloutStart, author: &str) -> Result<RolloutStartReq
     for rule in &args.health {
         HealthRule::parse(rule).map_err(|m| validation("health", "health_rule", m))?;
     }
+    let prometheus = match (args.prometheus, args.query, args.max) {
+        (Some(url), Some(query), Some(max)) => {
+            let rule = PrometheusRule { url, query, max };
+            rule.check()
+                .map_err(|m| validation("prometheus", "prometheus_rule", m))?;
+            Some(rule)
+        }
+        _ => None,
+    };
     let mut target = BTreeMap::new();
     for pair in &args.target {
         match pair.split_once('=') {
@@ -78,6 +87,7 @@ pub fn start_request(args: RolloutStart, author: &str) -> Result<RolloutStartReq
         auto_rollback: args.auto_rollback,
         health: args.health,
         target,
+        prometheus,
         author: author.to_owned(),
         reason: args.reason,
         source: ChangeSource::Cli,

@@ -86,6 +86,9 @@ pub struct RolloutRecord {
     /// Only instances with all these labels take part.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub target: BTreeMap<String, String>,
+    /// An external signal: a Prometheus query and its bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<super::PrometheusRule>,
     /// The approved change request it comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_request: Option<String>,
@@ -303,6 +306,9 @@ pub struct RolloutStartRequest {
     /// Only instances with these labels.
     #[serde(default)]
     pub target: BTreeMap<String, String>,
+    /// An external signal: a Prometheus query and its bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<super::PrometheusRule>,
     /// Who asks.
     pub author: String,
     /// Why.
@@ -498,6 +504,7 @@ mod contract_tests {
 
     fn record() -> RolloutRecord {
         RolloutRecord {
+            prometheus: None,
             id: "ro-000000000001".into(),
             namespace: "payment-service".into(),
             environment: "production".into(),

@@ -51,6 +51,7 @@ async fn fleet(url: &str, count: usize) -> Vec<Subscriber> {
 
 fn start_request(changes: Vec<KeyChange>, steps: &[f64], bake_s: u64) -> RolloutStartRequest {
     RolloutStartRequest {
+        prometheus: None,
         namespace: NS.into(),
         environment: ENV.into(),
         changes,

@@ -4,13 +4,16 @@
 //! `--auto-rollback`, a pause) on a regression, a rejection or silent canaries. All it knows is
 //! the stored record, so a restarted validator, or the next owner, carries on where it stood.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mycosynth_subscriber::wire::{Environment, Namespace, RolloutRecord, RolloutState};
+use mycosynth_subscriber::wire::{
+    Environment, Namespace, RolloutRecord, RolloutState, PROMETHEUS_EVERY_MS,
+};
 use tokio::sync::watch;
 
+use super::external::{self, Reading};
 use super::judge::{cohorts, compare, due, Due};
 use super::steps::{verdict, DRIVER};
 use crate::clock::now_us;
@@ -26,6 +29,8 @@ const RESCAN: Duration = Duration::from_secs(1);
 pub async fn run(validator: Arc<Validator>, mut stop: watch::Receiver<bool>) {
     let mut live: BTreeSet<(String, String)> = BTreeSet::new();
     let mut scanned: Option<Instant> = None;
+    // The last reading of each rollout's Prometheus query, by rollout id.
+    let mut readings: HashMap<String, (Instant, Reading)> = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -55,7 +60,7 @@ pub async fn run(validator: Arc<Validator>, mut stop: watch::Receiver<bool>) {
             {
                 continue;
             }
-            if let Err(err) = validator.drive_rollout(&ns, &env).await {
+            if let Err(err) = validator.drive_rollout(&ns, &env, &mut readings).await {
                 tracing::warn!(%ns, %env, error = %err.message, "rollout step failed; retrying");
             }
         }
@@ -64,7 +69,12 @@ pub async fn run(validator: Arc<Validator>, mut stop: watch::Receiver<bool>) {
 
 impl Validator {
     /// Judges the rollout of `ns`/`env` once and takes the step that is due.
-    async fn drive_rollout(&self, ns: &Namespace, env: &Environment) -> Result<(), Failure> {
+    async fn drive_rollout(
+        &self,
+        ns: &Namespace,
+        env: &Environment,
+        readings: &mut HashMap<String, (Instant, Reading)>,
+    ) -> Result<(), Failure> {
         let Some((record, _)) = self.store.rollout(ns, env).await? else {
             return Ok(());
         };
@@ -75,9 +85,23 @@ impl Validator {
         let now = now_us();
         let fleet = self.fleet.status(ns.as_str(), env.as_str(), stable, 0, now);
         let cohorts = cohorts(&record, &fleet.instances);
-        let comparison = compare(&record, &cohorts);
+        let mut comparison = compare(&record, &cohorts);
+        let mut unread = false;
+        if let Some(rule) = &record.prometheus {
+            let reading = prometheus_reading(readings, &record.id, rule).await;
+            if let Err(why) = &reading {
+                tracing::warn!(rollout = %record.id, error = %why, "prometheus unreadable; holding the step");
+                unread = true;
+            }
+            comparison.push(external::comparison(rule, &reading));
+        }
         let silence = i64::try_from(self.fleet.stale_after().as_micros()).unwrap_or(i64::MAX);
-        match due(&record, &cohorts, &comparison, now, silence) {
+        let due = match due(&record, &cohorts, &comparison, now, silence) {
+            // A signal that cannot be read is not a healthy one: no step on without it.
+            Due::Advance | Due::Promote if unread => Due::Wait,
+            due => due,
+        };
+        match due {
             Due::Wait => Ok(()),
             Due::Advance => {
                 let advanced = self
@@ -106,7 +130,9 @@ impl Validator {
                 Ok(())
             }
             Due::Abort(reason) => {
-                let cause = if reason.contains("rejected") {
+                let cause = if reason.starts_with("prometheus") {
+                    "external"
+                } else if reason.contains("rejected") {
                     "rejection"
                 } else if reason.contains("no canary") {
                     "silent"
@@ -133,6 +159,23 @@ impl Validator {
             }
         }
     }
+}
+
+/// The reading of `id`'s query, asked again once [`PROMETHEUS_EVERY_MS`] passed.
+async fn prometheus_reading(
+    readings: &mut HashMap<String, (Instant, Reading)>,
+    id: &str,
+    rule: &mycosynth_subscriber::wire::PrometheusRule,
+) -> Reading {
+    let every = Duration::from_millis(PROMETHEUS_EVERY_MS);
+    if let Some((at, reading)) = readings.get(id).filter(|(at, _)| at.elapsed() < every) {
+        let _ = at;
+        return reading.clone();
+    }
+    let reading = external::read(rule).await;
+    readings.retain(|_, (at, _)| at.elapsed() < every * 30);
+    readings.insert(id.to_owned(), (Instant::now(), reading.clone()));
+    reading
 }
 
 /// Refuses a driver's step on a record that moved since it was judged.

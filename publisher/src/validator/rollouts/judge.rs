@@ -186,6 +186,7 @@ mod tests {
 
     fn record() -> RolloutRecord {
         RolloutRecord {
+            prometheus: None,
             id: "ro-000000000001".into(),
             namespace: "ns".into(),
             environment: "env".into(),

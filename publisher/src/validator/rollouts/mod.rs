@@ -5,11 +5,13 @@
 //! - `steps.rs`: start, every step as a compare-and-set on the record, promotion through the
 //!   change path, notices, counters, the driver's audit records.
 //! - `status.rs`: the status answer (the record, who holds which, the comparison).
+//! - `external.rs`: the Prometheus signal (`--prometheus`): the query over HTTP, its answer.
 //! - [`drive`]: the owner's task that judges and moves running rollouts.
 //!
-//! Imports run one way: `drive`/`status` → `steps` → `judge`.
+//! Imports run one way: `drive`/`status` → `steps` → `judge`; `drive`/`status` → `external`.
 
 pub mod drive;
+mod external;
 mod judge;
 mod status;
 mod steps;

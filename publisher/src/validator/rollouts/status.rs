@@ -3,6 +3,7 @@
 
 use mycosynth_subscriber::wire::{Environment, Namespace, RolloutOutcome, RolloutRecord};
 
+use super::external;
 use super::judge::{cohorts, compare};
 use crate::clock::now_us;
 use crate::failure::Failure;
@@ -34,7 +35,10 @@ impl Validator {
             .fleet
             .status(ns.as_str(), env.as_str(), stable_version, 0, now_us());
         let cohorts = cohorts(&record, &fleet.instances);
-        let comparison = compare(&record, &cohorts);
+        let mut comparison = compare(&record, &cohorts);
+        if let Some(rule) = record.prometheus.as_ref().filter(|_| record.state.is_live()) {
+            comparison.push(external::comparison(rule, &external::read(rule).await));
+        }
         Ok(RolloutOutcome {
             rollout: Some(record),
             stable_version,

@@ -42,6 +42,9 @@ pub fn check_start(request: &RolloutStartRequest) -> Result<(), Failure> {
             violations.push(violation("health", "health_rule", message));
         }
     }
+    if let Some(Err(message)) = request.prometheus.as_ref().map(|r| r.check()) {
+        violations.push(violation("prometheus", "prometheus_rule", message));
+    }
     for (label, value) in &request.target {
         if label.is_empty() || value.is_empty() {
             violations.push(violation(
@@ -153,6 +156,7 @@ impl Validator {
             auto_rollback: request.auto_rollback,
             health: request.health,
             target: request.target,
+            prometheus: request.prometheus,
             change_request,
             author,
             reason: request.reason,
