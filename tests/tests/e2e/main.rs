@@ -23,6 +23,7 @@
 //! - `sites`: a hub and a leaf-node site: changes reach the site's subscribers, the site serves
 //!   with the hub gone and catches up after, lag in `status`, a site credential cannot write.
 //! - `backup`: backup and restore into a fresh server; a damaged archive is refused.
+//! - `browser`: the headless Chromium harness reads a page served on loopback and screenshots it.
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
 //! - `rollouts`: canary cohorts of 20 in-process subscribers: whole reads, promotion as one
 //!   version, automatic rollback on a rejection and a health regression, a killed validator,
@@ -35,6 +36,7 @@
 mod abuse;
 mod audit;
 mod backup;
+mod browser;
 mod callout;
 mod change_path;
 mod commit_point;
