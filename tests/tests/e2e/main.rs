@@ -19,6 +19,8 @@
 //! - `callout`: auth callout: static tokens and Kubernetes JWTs, refusals with reasons, expiry
 //!   and rotation, the callout down, two callouts sharing the load, tokens added live.
 //! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
+//! - `session`: console sessions: a person's token presented by the console makes the person the
+//!   author, via the console; the console's key alone writes nothing; bad tokens refused.
 //! - `sensitive`: sensitive values sealed in KV, events, CLI and logs; clear in subscribers.
 //! - `sites`: a hub and a leaf-node site: changes reach the site's subscribers, the site serves
 //!   with the hub gone and catches up after, lag in `status`, a site credential cannot write.
@@ -51,6 +53,7 @@ mod rollouts;
 mod security;
 mod sensitive;
 mod service;
+mod session;
 mod sidecar;
 mod sites;
 mod subscriber;
