@@ -4,6 +4,7 @@
 //! Every process is started here and stopped by the PID started here (on `Drop` too), so a
 //! failing test leaves nothing running.
 
+pub mod browser;
 pub mod callout;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -13,8 +13,10 @@ use crate::failure::{failure, Failure};
 pub struct Caller {
     /// The verified identity's name (None in open mode: nobody is verified).
     pub identity: Option<String>,
-    /// The public key that signed the request (None in open mode).
+    /// The public key that signed the request, or the session token (None in open mode).
     pub public_key: Option<String>,
+    /// The identity that relayed the request with the caller's session token (a console).
+    pub via: Option<String>,
     /// The policy that decides this request (the same one throughout it).
     policy: Arc<Policy>,
 }
@@ -25,6 +27,7 @@ impl Caller {
         Caller {
             identity: None,
             public_key: None,
+            via: None,
             policy: Arc::default(),
         }
     }
@@ -75,7 +78,16 @@ impl Caller {
         Caller {
             identity: Some(identity),
             public_key: Some(public_key),
+            via: None,
             policy: Arc::default(),
+        }
+    }
+
+    /// The same caller, its request relayed by the identity `via` (with its session token).
+    pub fn relayed_by(self, via: String) -> Caller {
+        Caller {
+            via: Some(via),
+            ..self
         }
     }
 }

@@ -17,6 +17,18 @@ pub struct Requester {
     pub identity: String,
     /// Whether the identity was proven (signature, server attestation) or only declared.
     pub verified: bool,
+    /// The identity that relayed the request with the requester's session token (a console).
+    pub via: Option<String>,
+}
+
+impl Requester {
+    /// The same requester, its request relayed by `via`.
+    pub fn relayed_by(self, via: Option<&str>) -> Requester {
+        Requester {
+            via: via.map(|v| v.chars().take(256).collect()),
+            ..self
+        }
+    }
 }
 
 /// The fields every request body may carry that the audit log and the limits need. Unknown
@@ -86,5 +98,6 @@ pub fn requester(verified: Option<&str>, envelope: &Envelope) -> Requester {
     Requester {
         identity: identity.chars().take(256).collect(),
         verified: verified.is_some(),
+        via: None,
     }
 }

@@ -111,6 +111,7 @@ mod tests {
         Requester {
             identity: identity.into(),
             verified: false,
+            via: None,
         }
     }
 

@@ -2,14 +2,18 @@
 //! which checks the signature, its time and nonce, and finds the identity the policy registers
 //! for the signing key. The validator's dispatcher calls it once per request, before anything
 //! else.
+//!
+//! A request may also carry a person's session token ([`sign_with_session`], header
+//! [`HEADER_SESSION`]): then the signer is the console relaying it, and the caller is the person
+//! the token proves ([`super::session::verify`]), recorded "via" the console.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use base64::Engine;
 use mycosynth_subscriber::wire::{
-    signing_payload, ErrorKind, Policy, HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME,
-    MAX_CLOCK_SKEW_MS,
+    session_request_payload, signing_payload, ErrorKind, Policy, HEADER_KEY, HEADER_NONCE,
+    HEADER_SESSION, HEADER_SIGNATURE, HEADER_TIME, MAX_CLOCK_SKEW_MS,
 };
 
 use super::caller::Caller;
@@ -33,10 +37,35 @@ pub fn sign(
     subject: &str,
     body: &[u8],
 ) -> Result<async_nats::HeaderMap, String> {
+    sign_request(key, subject, body, None)
+}
+
+/// Signs `body` for `subject` with the console's `key` on behalf of the person whose session
+/// token is `session`: the headers to send (the token in [`HEADER_SESSION`], covered by the
+/// signature).
+pub fn sign_with_session(
+    key: &nkeys::KeyPair,
+    subject: &str,
+    body: &[u8],
+    session: &str,
+) -> Result<async_nats::HeaderMap, String> {
+    sign_request(key, subject, body, Some(session))
+}
+
+fn sign_request(
+    key: &nkeys::KeyPair,
+    subject: &str,
+    body: &[u8],
+    session: Option<&str>,
+) -> Result<async_nats::HeaderMap, String> {
     let time_ms = now_ms();
     let nonce = uuid::Uuid::now_v7().to_string();
+    let payload = match session {
+        Some(token) => session_request_payload(subject, time_ms, &nonce, token, body),
+        None => signing_payload(subject, time_ms, &nonce, body),
+    };
     let signature = key
-        .sign(&signing_payload(subject, time_ms, &nonce, body))
+        .sign(&payload)
         .map_err(|e| format!("cannot sign the request: {e}"))?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(HEADER_KEY, key.public_key().as_str());
@@ -48,12 +77,14 @@ pub fn sign(
             .encode(signature)
             .as_str(),
     );
+    if let Some(token) = session {
+        headers.insert(HEADER_SESSION, token);
+    }
     Ok(headers)
 }
 
 fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    crate::clock::now_ms()
 }
 
 fn denied(message: String) -> Failure {
@@ -81,7 +112,7 @@ impl Nonces {
 /// Establishes who sent `message`: in [`AuthMode::Open`] nobody; in [`AuthMode::Signed`] the
 /// identity of `policy` whose key signed the subject, time, nonce and body. Missing, forged,
 /// expired or replayed signatures and unknown keys are refused with `access_denied` and the
-/// reason.
+/// reason. With a session token, the caller is the person it proves, via the signer.
 pub fn authenticate(
     mode: AuthMode,
     policy: &Policy,
@@ -124,7 +155,17 @@ pub fn authenticate(
     let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(signature.as_bytes())
         .map_err(|_| denied("the signature is not base64url".into()))?;
-    let payload = signing_payload(message.subject.as_str(), time_ms, &nonce, &message.payload);
+    let session = header(HEADER_SESSION);
+    let payload = match &session {
+        Some(token) => session_request_payload(
+            message.subject.as_str(),
+            time_ms,
+            &nonce,
+            token,
+            &message.payload,
+        ),
+        None => signing_payload(message.subject.as_str(), time_ms, &nonce, &message.payload),
+    };
     verifier.verify(&payload, &signature).map_err(|_| {
         denied(format!(
             "forged signature: it does not verify with key {public_key}"
@@ -141,7 +182,16 @@ pub fn authenticate(
             "replayed request: nonce {nonce} was already used by {identity}"
         )));
     }
-    Ok(Caller::verified(identity, public_key))
+    match session {
+        None => Ok(Caller::verified(identity, public_key)),
+        Some(token) => {
+            let (person, key) = super::session::verify(&token, policy, &public_key, now)
+                .inspect_err(|refusal| {
+                    tracing::warn!(via = %identity, reason = %refusal.message, "session token refused");
+                })?;
+            Ok(Caller::verified(person, key).relayed_by(identity))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ mod tests {
                 let mut record = AuditRecord {
                     seq,
                     identity: "alice".into(),
+                    via: None,
                     time: String::new(),
                     time_us: 0,
                     action: "change".into(),

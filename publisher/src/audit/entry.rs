@@ -96,6 +96,7 @@ pub fn draft(
     AuditRecord {
         seq: 0,
         identity: clip(&caller.identity),
+        via: caller.via.as_deref().map(clip),
         time: now.0,
         time_us: now.1,
         action: action.to_owned(),
@@ -125,6 +126,7 @@ mod tests {
         Requester {
             identity: "alice".into(),
             verified: false,
+            via: None,
         }
     }
 

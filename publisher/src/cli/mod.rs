@@ -9,6 +9,7 @@ pub mod auth_args;
 pub mod backup;
 pub mod change_requests;
 pub mod commands;
+pub mod console_login;
 pub mod deploy;
 pub mod exit;
 pub mod explain;

@@ -20,6 +20,18 @@ pub struct ApiClient {
     signer: Option<Signer>,
     /// Sends changes and rollbacks to the instance that owns their namespace, when set.
     router: Option<Arc<Router>>,
+    /// A person's session token sent with every request (a console acting for them), when set.
+    session: Option<Session>,
+}
+
+/// A session token: never printed (`Debug` shows only that there is one).
+#[derive(Clone)]
+struct Session(Arc<str>);
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session(..)")
+    }
 }
 
 /// The validator instances a long-lived client has discovered; the discovery task ends when the
@@ -79,6 +91,7 @@ impl ApiClient {
             timeout,
             signer: credentials.key_pair().map(Signer),
             router: None,
+            session: None,
         })
     }
 
@@ -89,6 +102,7 @@ impl ApiClient {
             timeout,
             signer: None,
             router: None,
+            session: None,
         }
     }
 
@@ -136,6 +150,17 @@ impl ApiClient {
         self
     }
 
+    /// A handle on the same connection that sends each request on behalf of the person whose
+    /// session token is `token` (`console login`): signed with this client's key (the
+    /// console's, the token's audience) and carrying the token, so the validator records the
+    /// person, via the console. Cheap: one per request is fine.
+    pub fn with_session(&self, token: &str) -> ApiClient {
+        ApiClient {
+            session: Some(Session(Arc::from(token))),
+            ..self.clone()
+        }
+    }
+
     /// Like [`ApiClient::call`], but retries while the answer is "unavailable" (no validator
     /// reachable, no reply in time, store failing over) until `budget` has passed. Safe for
     /// reads, and for changes that carry an idempotency key: a retry of an applied change is
@@ -157,6 +182,7 @@ impl ApiClient {
                 timeout: self.timeout.min(left.max(Duration::from_millis(100))),
                 signer: self.signer.clone(),
                 router: self.router.clone(),
+                session: self.session.clone(),
             };
             match once.call(endpoint, request).await {
                 Err(err)
@@ -188,13 +214,7 @@ impl ApiClient {
         // Signed for the queue group's subject whichever instance it goes to: that is the
         // subject the validator checks the signature against.
         let subject = api_subject(endpoint);
-        let headers = match &self.signer {
-            Some(Signer(key)) => Some(
-                crate::access::sign(key, &subject, &body)
-                    .map_err(|e| error(ErrorKind::Internal, e))?,
-            ),
-            None => None,
-        };
+        let headers = self.headers(&subject, &body)?;
         let send = |to: String| match &headers {
             Some(headers) => self
                 .client
@@ -248,6 +268,31 @@ impl ApiClient {
                 format!("unreadable reply from the validator: {e}"),
             )),
         }
+    }
+}
+
+impl ApiClient {
+    /// The signature headers of a request (none without a key); with a session token, signed
+    /// for the session.
+    fn headers(
+        &self,
+        subject: &str,
+        body: &[u8],
+    ) -> Result<Option<async_nats::HeaderMap>, ApiError> {
+        let signed = match (&self.signer, &self.session) {
+            (Some(Signer(key)), None) => crate::access::sign(key, subject, body),
+            (Some(Signer(key)), Some(Session(token))) => {
+                crate::access::sign_with_session(key, subject, body, token)
+            }
+            (None, Some(_)) => {
+                return Err(error(
+                    ErrorKind::AccessDenied,
+                    "a request with a session token must be signed by the console's own key (connect with its nkey)",
+                ))
+            }
+            (None, None) => return Ok(None),
+        };
+        signed.map(Some).map_err(|e| error(ErrorKind::Internal, e))
     }
 }
 

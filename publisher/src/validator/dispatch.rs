@@ -102,7 +102,8 @@ impl Validator {
             .as_ref()
             .ok()
             .and_then(|c| c.identity.as_deref());
-        let requester = requester(verified, &envelope);
+        let via = authenticated.as_ref().ok().and_then(|c| c.via.as_deref());
+        let requester = requester(verified, &envelope).relayed_by(via);
         let limited = row
             .flags
             .limited

@@ -24,6 +24,10 @@ pub struct AuditRecord {
     pub seq: u64,
     /// Who asked (see the validator's `caller` module).
     pub identity: String,
+    /// The identity that relayed the request for `identity` (a console signing with the
+    /// person's session token), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// When the validator handled it (RFC 3339, UTC).
     pub time: String,
     /// The same instant in microseconds since the Unix epoch.
@@ -69,7 +73,7 @@ impl AuditRecord {
     /// ```
     /// use mycosynth_subscriber::wire::{AuditRecord, GENESIS_HASH};
     /// let mut record = AuditRecord {
-    ///     seq: 1, identity: "alice".into(), time: "2026-01-01T00:00:00Z".into(), time_us: 0,
+    ///     seq: 1, identity: "alice".into(), via: None, time: "2026-01-01T00:00:00Z".into(), time_us: 0,
     ///     action: "change".into(), namespace: "ns".into(), environment: "prod".into(),
     ///     keys: vec!["a".into()], more_keys: 0, outcome: "ok".into(), reason: String::new(),
     ///     version: Some(1), change_id: None, change_request: None, prev_hash: GENESIS_HASH.into(), hash: String::new(),

@@ -344,6 +344,7 @@ mod contract_tests {
         let record = AuditRecord {
             seq: 1,
             identity: "alice".into(),
+            via: None,
             time: "2026-01-01T00:00:00Z".into(),
             time_us: 1,
             action: "change".into(),
@@ -364,7 +365,72 @@ mod contract_tests {
             r#"{"seq":1,"identity":"alice","time":"2026-01-01T00:00:00Z","time_us":1,"action":"change","namespace":"ns","environment":"prod","keys":["a"],"more_keys":0,"outcome":"ok","reason":"","version":1,"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","hash":""}"#
         );
         assert_eq!(record.compute_hash(), PINNED_AUDIT_HASH);
+        // A request relayed by a console names it; records without one hash as before.
+        let relayed = AuditRecord {
+            via: Some("console".into()),
+            ..record
+        };
+        assert!(serde_json::to_string(&relayed)
+            .unwrap()
+            .starts_with(r#"{"seq":1,"identity":"alice","via":"console","time""#));
     }
+
+    /// Session tokens are signed by people's keys and checked by validators of other builds:
+    /// their bytes are part of the contract.
+    #[test]
+    fn session_token_is_pinned() {
+        let person = nkeys::KeyPair::from_seed(PINNED_SEED).unwrap();
+        let claims = SessionClaims {
+            identity_key: person.public_key(),
+            audience: "UCONSOLE".into(),
+            issued_at_ms: 1_767_225_600_000,
+            expires_at_ms: 1_767_225_600_000 + DEFAULT_SESSION_TTL_MS,
+            nonce: "n1".into(),
+        };
+        let json = serde_json::to_vec(&claims).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&json),
+            format!(
+                r#"{{"identity_key":"{}","audience":"UCONSOLE","issued_at_ms":1767225600000,"expires_at_ms":1767254400000,"nonce":"n1"}}"#,
+                person.public_key()
+            )
+        );
+        let signature = person.sign(&session_signing_payload(&json)).unwrap();
+        let token = SessionToken::encode(&json, &signature);
+        assert_eq!(token, PINNED_SESSION_TOKEN);
+        let parsed = SessionToken::parse(&token).unwrap();
+        assert_eq!(parsed.claims, claims);
+        assert_eq!(parsed.claims_json, json);
+        assert!(person
+            .verify(
+                &session_signing_payload(&parsed.claims_json),
+                &parsed.signature
+            )
+            .is_ok());
+        assert_eq!(HEADER_SESSION, "Mycosynth-Session");
+        assert_eq!(CONSOLE_INFO_PATH, "/.well-known/mycosynth-console");
+        assert_eq!(
+            serde_json::to_string(&ConsoleInfo {
+                public_key: "UC".into()
+            })
+            .unwrap(),
+            r#"{"public_key":"UC"}"#
+        );
+        assert!(matches!(
+            SessionToken::parse("no-dot"),
+            Err(SessionTokenError::Malformed(_))
+        ));
+    }
+
+    const PINNED_SEED: &str = "SUAKGLM3BYXDLPRTDIPB7QDZYXTY6HEWGJRHB5ZGROWYYK5NEWFADYBK24";
+    /// Ed25519 signatures are deterministic: the same seed and claims give these bytes.
+    const PINNED_SESSION_TOKEN: &str = concat!(
+        "eyJpZGVudGl0eV9rZXkiOiJVQ1lEV1dGSU1BTTdQMjVWQkRSWEUzUlFBVVlPWUxDUUxBNFBYTU5KN1pV",
+        "UjJDREtIQUVQVkNLSSIsImF1ZGllbmNlIjoiVUNPTlNPTEUiLCJpc3N1ZWRfYXRfbXMiOjE3NjcyMjU2",
+        "MDAwMDAsImV4cGlyZXNfYXRfbXMiOjE3NjcyNTQ0MDAwMDAsIm5vbmNlIjoibjEifQ",
+        ".",
+        "IQ_Uks5lmQNc65QY9rVWh4If25efpcrdAT60SLEDlHUbwlwv1_EouF_fWyAHfWRGvC3H_OLGCKHu0mCgdnAWDg"
+    );
 
     const PINNED_AUDIT_HASH: &str =
         "d450a762f747497805e369e5a4ebdf284bb020983cba2d890813545f92d00a5e";

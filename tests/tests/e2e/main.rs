@@ -19,10 +19,13 @@
 //! - `callout`: auth callout: static tokens and Kubernetes JWTs, refusals with reasons, expiry
 //!   and rotation, the callout down, two callouts sharing the load, tokens added live.
 //! - `audit`: every request is an audit record; `audit verify` reports removed and forged records.
+//! - `session`: console sessions: a person's token presented by the console makes the person the
+//!   author, via the console; the console's key alone writes nothing; bad tokens refused.
 //! - `sensitive`: sensitive values sealed in KV, events, CLI and logs; clear in subscribers.
 //! - `sites`: a hub and a leaf-node site: changes reach the site's subscribers, the site serves
 //!   with the hub gone and catches up after, lag in `status`, a site credential cannot write.
 //! - `backup`: backup and restore into a fresh server; a damaged archive is refused.
+//! - `browser`: the headless Chromium harness reads a page served on loopback and screenshots it.
 //! - `abuse`: per-identity rate limits, oversized and malformed requests; nothing is written.
 //! - `rollouts`: canary cohorts of 20 in-process subscribers: whole reads, promotion as one
 //!   version, automatic rollback on a rejection and a health regression, a killed validator,
@@ -35,6 +38,7 @@
 mod abuse;
 mod audit;
 mod backup;
+mod browser;
 mod callout;
 mod change_path;
 mod commit_point;
@@ -50,6 +54,7 @@ mod rollouts;
 mod security;
 mod sensitive;
 mod service;
+mod session;
 mod sidecar;
 mod sites;
 mod subscriber;

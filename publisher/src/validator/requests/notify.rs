@@ -75,6 +75,7 @@ impl Validator {
         let requester = Requester {
             identity: format!("validator:{}", self.affinity.own()),
             verified: true,
+            via: None,
         };
         let entry = crate::audit::entry::draft(action, &requester, envelope, reply, meta_time());
         if let Err(err) = self.audit.append(entry).await {
