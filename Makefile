@@ -7,7 +7,7 @@ demo:
 
 test:
 	./nats/provision.sh >/dev/null
-	./tests/provision-browser.sh
+	./tests/provision.sh
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo build --workspace --bins --quiet

@@ -1,6 +1,6 @@
 //! A real headless Chromium driven over WebDriver, for the console's browser tests.
 //!
-//! [`Browser::start`] starts Debian's `chromedriver` (installed by `tests/provision-browser.sh`,
+//! [`Browser::start`] starts Debian's `chromedriver` (installed by `tests/provision.sh`,
 //! which `make test` runs) on a free loopback port, waits until it answers `/status`, and opens
 //! a `fantoccini` session with headless Chromium. [`Browser::close`] ends the session and stops
 //! the chromedriver it started (by its PID); `Drop` does the same for a test that fails first,
@@ -46,7 +46,7 @@ impl Browser {
         let bin = chromedriver_bin();
         assert!(
             bin.exists(),
-            "{} is missing: run tests/provision-browser.sh (make test does)",
+            "{} is missing: run tests/provision.sh (make test does)",
             bin.display()
         );
         let port = free_port();

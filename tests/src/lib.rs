@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod callout;
+pub mod prometheus;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

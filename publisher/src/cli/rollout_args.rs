@@ -18,7 +18,7 @@ pub struct RolloutAt {
 pub enum RolloutCommand {
     /// Start a rollout: the change is validated like `set`/`apply`, then served to a canary
     /// cohort of instances first, step by step.
-    Start(RolloutStart),
+    Start(Box<RolloutStart>),
     /// Show the rollout, who serves the candidate, and the health rules on the cohorts.
     Status(RolloutAt),
     /// Stop advancing (canaries keep the candidate).

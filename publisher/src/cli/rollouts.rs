@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use mycosynth_subscriber::wire::{
-    endpoint, parse_steps, ChangeSource, HealthRule, KeyChange, RolloutActionRequest,
-    PrometheusRule, RolloutOutcome, RolloutStartRequest,
+    endpoint, parse_steps, ChangeSource, HealthRule, KeyChange, PrometheusRule,
+    RolloutActionRequest, RolloutOutcome, RolloutStartRequest,
 };
 use serde_json::Value;
 
@@ -114,7 +114,7 @@ pub enum Prepared {
 /// Checks what can be checked without the validator, and builds the request.
 pub fn prepare(command: RolloutCommand, author: &str) -> Result<Prepared, CliError> {
     Ok(match command {
-        RolloutCommand::Start(args) => Prepared::Start(start_request(args, author)?),
+        RolloutCommand::Start(args) => Prepared::Start(start_request(*args, author)?),
         RolloutCommand::Status(at) => {
             Prepared::Step(endpoint::ROLLOUT_STATUS, action(at, author, String::new()))
         }

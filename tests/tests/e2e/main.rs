@@ -50,6 +50,7 @@ mod impact;
 mod requests;
 mod resilience;
 mod rollback;
+mod rollout_prometheus;
 mod rollouts;
 mod security;
 mod sensitive;

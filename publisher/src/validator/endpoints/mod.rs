@@ -482,6 +482,7 @@ mod tests {
                 endpoint::GET
                 | endpoint::HISTORY
                 | endpoint::STATUS
+                | endpoint::IMPACT
                 | endpoint::SCHEMA_GET
                 | endpoint::ROLLOUT_STATUS => Role::Read,
                 // The approval rule and the author decide beyond reading (the `finer` column).

@@ -63,7 +63,11 @@ pub fn parse_answer(body: &str) -> Reading {
             .map(|series| series.iter().map(|s| &s["value"]).collect())
             .unwrap_or_default(),
         Some("scalar") => vec![&data["result"]],
-        other => return Err(format!("prometheus answered a {other:?}, not a vector or scalar")),
+        other => {
+            return Err(format!(
+                "prometheus answered a {other:?}, not a vector or scalar"
+            ))
+        }
     };
     let mut highest: Option<f64> = None;
     for sample in samples {
@@ -109,8 +113,11 @@ mod tests {
 
     #[test]
     fn refusals_and_garbage_name_themselves() {
-        let refused = r#"{"status":"error","errorType":"bad_data","error":"parse error at char 3"}"#;
-        assert!(parse_answer(refused).unwrap_err().contains("parse error at char 3"));
+        let refused =
+            r#"{"status":"error","errorType":"bad_data","error":"parse error at char 3"}"#;
+        assert!(parse_answer(refused)
+            .unwrap_err()
+            .contains("parse error at char 3"));
         assert!(parse_answer("<html>").unwrap_err().contains("not JSON"));
         let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
         assert!(parse_answer(matrix).unwrap_err().contains("matrix"));

@@ -36,7 +36,11 @@ impl Validator {
             .status(ns.as_str(), env.as_str(), stable_version, 0, now_us());
         let cohorts = cohorts(&record, &fleet.instances);
         let mut comparison = compare(&record, &cohorts);
-        if let Some(rule) = record.prometheus.as_ref().filter(|_| record.state.is_live()) {
+        if let Some(rule) = record
+            .prometheus
+            .as_ref()
+            .filter(|_| record.state.is_live())
+        {
             comparison.push(external::comparison(rule, &external::read(rule).await));
         }
         Ok(RolloutOutcome {

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs what the browser tests need: Debian's `chromium` and `chromium-driver` (chromedriver),
-# with apt, when either is missing. Idempotent and quiet when both are in place; `apt-get update`
+# Installs what the tests need from Debian: `chromium` and `chromium-driver` (the browser tests),
+# `prometheus` (the rollout external-signal test),
+# with apt, when one is missing. Idempotent and quiet when all are in place; `apt-get update`
 # runs only when a package is missing. Needs root (or sudo) on a Debian machine the first time.
 set -euo pipefail
 
-packages=(chromium chromium-driver)
+packages=(chromium chromium-driver prometheus)
 
 missing=()
 for package in "${packages[@]}"; do
@@ -15,7 +16,7 @@ done
 
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
-    echo "provision-browser: ${missing[*]} missing and no apt-get: install Chromium and chromedriver, or set CHROMEDRIVER" >&2
+    echo "provision: ${missing[*]} missing and no apt-get: install Chromium and chromedriver, or set CHROMEDRIVER" >&2
     exit 1
   fi
   sudo=()
@@ -29,6 +30,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -x /usr/bin/chromedriver ] && [ -z "${CHROMEDRIVER:-}" ]; then
-  echo "provision-browser: /usr/bin/chromedriver not found after install" >&2
+  echo "provision: /usr/bin/chromedriver not found after install" >&2
   exit 1
 fi
