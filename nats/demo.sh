@@ -159,6 +159,8 @@ echo "==> mycosynth rollout status payment-service production-eu   (who serves t
 "$bin" rollout status payment-service production-eu
 echo "==> mycosynth rollout abort payment-service production-eu   (canaries back on stable at once)"
 "$bin" rollout abort payment-service production-eu --reason 'demo'
+echo "==> mycosynth impact payment-service production --window 1m   (the fleet's health signals before and after the latest version)"
+"$bin" impact payment-service production --window 1m
 # --- end of issue 24 --------------------------------------------------------------------------
 # --- issue 22: the HTTP sidecar and the Python client (docs/sidecar.md) --------------------
 sidecar_port="$(pick_port "sidecar" "${MYCOSYNTH_DEMO_SIDECAR_PORT:-}")"
