@@ -77,7 +77,7 @@ async fn main() {
             .expect("api"),
     );
 
-    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|schedules|sites|backup`
+    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|schedules|sites|backup|rollouts`
     // (`--only callout`, above, needs no server of these)
     // runs one part, to look at (or `perf record -p <validator pid>`) while working; no report.
     let only = std::env::args()
@@ -140,6 +140,18 @@ async fn main() {
             .await;
             println!(
                 "{figures}\nload average {}",
+                mycosynth_benches::sites::load_average()
+            );
+            return;
+        }
+        // Abort decision → the last of 100 subscribers back on stable, 20 rollouts.
+        "rollouts" => {
+            let back = mycosynth_benches::rollouts::abort_to_stable(&api, &url, 100, 20).await;
+            println!(
+                "{}\nload average {}",
+                back.row(
+                    "rollout abort: its decision → the last of 100 subscribers on stable (µs)"
+                ),
                 mycosynth_benches::sites::load_average()
             );
             return;

@@ -15,6 +15,7 @@ pub mod callout;
 pub mod etcd;
 pub mod paths;
 pub mod reads;
+pub mod rollouts;
 pub mod schedules;
 pub mod sidecar;
 pub mod sites;
