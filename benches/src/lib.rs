@@ -112,6 +112,13 @@ impl Summary {
     }
 }
 
+/// Now, µs since the Unix epoch (the validator's clock on this machine).
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// A histogram for nanosecond latencies up to 60 s.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, Duration::from_secs(60).as_nanos() as u64, 3)

@@ -4,7 +4,7 @@
 //! subscriber serving stable again is sampled, `rounds` times.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mycosynth::client::ApiClient;
 use mycosynth_subscriber::wire::{
@@ -13,16 +13,10 @@ use mycosynth_subscriber::wire::{
 };
 use mycosynth_subscriber::Subscriber;
 
-use crate::{histogram, Summary};
+use crate::{histogram, now_us, Summary};
 
 const NS: &str = "rollbench";
 const ENV: &str = "bench";
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
 
 fn start(round: usize) -> RolloutStartRequest {
     RolloutStartRequest {
@@ -57,14 +51,13 @@ async fn until(subs: &[Subscriber], value: u64, timeout: Duration) -> Option<i64
 
 /// Abort decision → the last of `count` subscribers back on stable, over `rounds` rollouts.
 pub async fn abort_to_stable(api: &ApiClient, url: &str, count: usize, rounds: usize) -> Summary {
-    let stable: ChangeOutcome = api
+    let _: ChangeOutcome = api
         .call(
             endpoint::CHANGE,
             &ChangeRequest::new(NS, ENV, vec![KeyChange::set("limit", 1u64.into())], "bench"),
         )
         .await
         .expect("stable version");
-    let _ = stable;
     let mut subs = Vec::with_capacity(count);
     for i in 0..count {
         let sub = Subscriber::builder(NS, ENV)

@@ -3,7 +3,7 @@
 //! stamp of the version each made minus its time.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mycosynth::client::ApiClient;
 use mycosynth_subscriber::wire::{
@@ -11,15 +11,9 @@ use mycosynth_subscriber::wire::{
     ProposeOptions,
 };
 
-use crate::{histogram, Summary};
+use crate::{histogram, now_us, Summary};
 
 const NAMESPACES: usize = 10;
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
 
 fn rfc3339(us: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)

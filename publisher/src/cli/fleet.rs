@@ -10,6 +10,7 @@ use mycosynth_subscriber::wire::{
 use super::args::parse_duration;
 use super::exit::{self, CliError};
 use super::output;
+use super::requests::validation;
 use crate::client::ApiClient;
 
 /// `mycosynth status`: the fleet table; with `wait_version`, polls until every live instance
@@ -61,12 +62,8 @@ pub async fn impact(
     window: &str,
     json: bool,
 ) -> Result<(), CliError> {
-    let window_s = parse_duration(window).map_err(|m| {
-        CliError::Local(
-            exit::VALIDATION,
-            format!("validation failed: --window {window:?} broke rule \"duration\": {m}"),
-        )
-    })?;
+    let window_s = parse_duration(window)
+        .map_err(|m| validation("window", "duration", format!("--window {window:?}: {m}")))?;
     let request = ImpactRequest {
         namespace,
         environment,

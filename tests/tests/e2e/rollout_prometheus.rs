@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
-use mycosynth::client::ApiClient;
 use mycosynth_subscriber::wire::{
-    endpoint, ChangeSource, KeyChange, PrometheusRule, RolloutActionRequest, RolloutOutcome,
-    RolloutStartRequest, RolloutState,
+    endpoint, ChangeSource, KeyChange, PrometheusRule, RolloutOutcome, RolloutStartRequest,
+    RolloutState,
 };
 use mycosynth_subscriber::Subscriber;
 use mycosynth_testkit::prometheus::Prometheus;
 use mycosynth_testkit::{NatsServer, Validator};
 use serde_json::json;
 
+use crate::rollouts::status;
 use crate::{api, set_keys};
 
 const NS: &str = "shop";
@@ -42,21 +42,6 @@ async fn serve_metrics(errors: Arc<AtomicU64>) -> String {
     let addr = listener.local_addr().expect("addr").to_string();
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
-}
-
-fn action() -> RolloutActionRequest {
-    RolloutActionRequest {
-        namespace: NS.into(),
-        environment: ENV.into(),
-        author: "test".into(),
-        reason: String::new(),
-    }
-}
-
-async fn status(api: &ApiClient) -> RolloutOutcome {
-    api.call(endpoint::ROLLOUT_STATUS, &action())
-        .await
-        .expect("rollout status")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

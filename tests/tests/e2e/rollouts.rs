@@ -67,7 +67,7 @@ fn start_request(changes: Vec<KeyChange>, steps: &[f64], bake_s: u64) -> Rollout
     }
 }
 
-fn action() -> RolloutActionRequest {
+pub(crate) fn action() -> RolloutActionRequest {
     RolloutActionRequest {
         namespace: NS.into(),
         environment: ENV.into(),
@@ -76,7 +76,7 @@ fn action() -> RolloutActionRequest {
     }
 }
 
-async fn status(api: &ApiClient) -> RolloutOutcome {
+pub(crate) async fn status(api: &ApiClient) -> RolloutOutcome {
     api.call(endpoint::ROLLOUT_STATUS, &action())
         .await
         .expect("rollout status")

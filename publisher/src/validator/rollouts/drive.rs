@@ -168,8 +168,7 @@ async fn prometheus_reading(
     rule: &mycosynth_subscriber::wire::PrometheusRule,
 ) -> Reading {
     let every = Duration::from_millis(PROMETHEUS_EVERY_MS);
-    if let Some((at, reading)) = readings.get(id).filter(|(at, _)| at.elapsed() < every) {
-        let _ = at;
+    if let Some((_, reading)) = readings.get(id).filter(|(at, _)| at.elapsed() < every) {
         return reading.clone();
     }
     let reading = external::read(rule).await;
