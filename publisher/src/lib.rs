@@ -26,6 +26,7 @@ pub mod callout;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod console;
 pub mod failure;
 pub mod fleet;
 pub mod gitops;

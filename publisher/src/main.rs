@@ -36,6 +36,10 @@ async fn run(cli: Cli) -> ExitCode {
             logs("info", args.log_json);
             cli::sidecar::sidecar(&cli, args).await
         }
+        Command::Console(args) if args.command.is_none() => {
+            logs("info", args.log_json);
+            cli::console::console(&cli, args).await
+        }
         Command::Auth(AuthCommand::Serve(args)) => {
             logs("info", args.log_json);
             cli::auth::serve(&cli, args).await

@@ -27,9 +27,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "access", "audit", "clock", "failure", "fleet", "site", "store", "validate",
         ],
     ),
-    ("client", &["access", "failure", "validator"]),
+    ("client", &["access", "failure", "validate", "validator"]),
     ("gitops", &["validate"]),
     ("sidecar", &[]),
+    // The console is a client of the validator's API; `store` only for its pure `state_at`.
+    ("console", &["client", "clock", "store"]),
     (
         "cli",
         &[
@@ -39,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "callout",
             "client",
             "clock",
+            "console",
             "failure",
             "fleet",
             "gitops",

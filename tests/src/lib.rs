@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod callout;
+pub mod console;
 pub mod prometheus;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use super::duration::parse_duration;
+
 pub use super::auth_args::{AuthCommand, CalloutArgs, CalloutKey};
 
 /// Mycosynth: validated, versioned, live configuration on NATS JetStream.
@@ -256,6 +258,10 @@ pub enum Command {
     /// Serve one namespace/environment's config over HTTP to applications in any language:
     /// the runtime API, a change stream (Server-Sent Events) and OpenFeature (OFREP).
     Sidecar(SidecarArgs),
+    /// The web console (`console --listen ADDR`): browse, edit with validation, diff,
+    /// history and rollback, compare environments, approvals, fleet and audit; `console
+    /// login URL` signs you in with your own key.
+    Console(super::console_args::ConsoleArgs),
     /// Write one consistent, checksummed archive of the whole cluster's Mycosynth state
     /// (config, history, schemas, policy, data keys encrypted with --key-file, audit log).
     Backup {
@@ -359,32 +365,6 @@ pub struct ChangeArgs {
     /// its time (default 10m); after that it is marked missed.
     #[arg(long, value_parser = parse_duration)]
     pub grace: Option<u64>,
-}
-
-/// A duration as `N`, `Ns`, `Nm`, `Nh` or `Nd`: seconds.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let count: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?}: use a whole number with s, m, h or d (e.g. 7d)"))?;
-    let per = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use s, m, h or d)"
-            ))
-        }
-    };
-    count
-        .checked_mul(per)
-        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// `mycosynth requests ...`: change requests (review and scheduled application).

@@ -37,6 +37,17 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let author = cli.author.clone().unwrap_or_else(default_author);
     let json = cli.json;
     let creds = super::identity::credentials(&cli)?;
+    if let Command::Console(console) = &cli.command {
+        return match &console.command {
+            Some(super::console_args::ConsoleCommand::Login(login)) => {
+                super::console_login::run(&cli, login).await
+            }
+            None => Err(CliError::Local(
+                exit::USAGE,
+                "`console` is started by main".into(),
+            )),
+        };
+    }
     match cli.command {
         Command::Keygen { file } => super::identity::keygen(&file, json),
         Command::Auth(command) => super::auth::run(command, json),

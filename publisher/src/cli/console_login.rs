@@ -8,25 +8,12 @@
 
 use std::time::Duration;
 
-use clap::Args;
 use mycosynth_subscriber::wire::{ConsoleInfo, CONSOLE_INFO_PATH, DEFAULT_SESSION_TTL_MS};
 
-use super::args::{parse_duration, Cli};
+use super::args::Cli;
+pub use super::console_args::LoginArgs;
 use super::exit::{self, CliError};
 use crate::access::{session_token, SessionError};
-
-/// Sign in to a web console with your own key: prints a link that holds a session token.
-#[derive(Debug, Clone, Args)]
-pub struct LoginArgs {
-    /// The console's address, e.g. `http://127.0.0.1:8080`.
-    pub url: String,
-    /// How long the session lasts (N, Ns, Nm, Nh; default 8h, at most 24h).
-    #[arg(long, value_parser = parse_duration)]
-    pub ttl: Option<u64>,
-    /// The console's public key (U...), instead of asking the console for it.
-    #[arg(long)]
-    pub audience: Option<String>,
-}
 
 /// Why no sign-in link could be made.
 #[derive(Debug, thiserror::Error)]

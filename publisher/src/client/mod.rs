@@ -1,6 +1,8 @@
 //! The client of the validator's API: one request, one typed reply or an [`ApiError`] whose
 //! kind the caller matches on.
 
+pub mod explain;
+
 use std::sync::Arc;
 use std::time::Duration;
 

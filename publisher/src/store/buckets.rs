@@ -7,9 +7,9 @@ use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use mycosynth_subscriber::kv_scan::scan;
 use mycosynth_subscriber::wire::{
-    head_key, heads_filter, history_filter, history_key, kv_stream, kv_subject, parent_key,
-    parents_filter, proposals_filter, request_key, ChangeSetRecord, Environment, HeadRecord,
-    Namespace, ParentRecord, RequestRecord, SchemaRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
+    all_heads_filter, head_key, heads_filter, history_filter, history_key, kv_stream, kv_subject,
+    parent_key, parents_filter, proposals_filter, request_key, ChangeSetRecord, Environment,
+    HeadRecord, Namespace, ParentRecord, RequestRecord, SchemaRecord, CONFIG_BUCKET, SCHEMA_BUCKET,
 };
 
 use super::committer::Committer;
@@ -358,6 +358,34 @@ impl Store {
                     .split('.')
                     .nth(1)
                     .and_then(|env| Environment::new(env).ok())
+            })
+            .collect())
+    }
+
+    /// The head of every namespace/environment that has a version, with its names. Heads
+    /// that do not parse are skipped (and logged): one bad record does not hide the rest.
+    pub async fn heads(&self) -> Result<Vec<(Namespace, Environment, HeadRecord)>, StoreError> {
+        let entries = scan(
+            &self.js,
+            CONFIG_BUCKET,
+            &all_heads_filter(),
+            self.read_timeout,
+        )
+        .await?;
+        Ok(entries
+            .iter()
+            .filter(|e| !e.deleted)
+            .filter_map(|e| {
+                let mut parts = e.key.split('.');
+                let ns = Namespace::new(parts.next()?).ok()?;
+                let env = Environment::new(parts.next()?).ok()?;
+                match serde_json::from_slice::<HeadRecord>(&e.payload) {
+                    Ok(head) => Some((ns, env, head)),
+                    Err(err) => {
+                        tracing::warn!(key = %e.key, error = %err, "unreadable head skipped");
+                        None
+                    }
+                }
             })
             .collect())
     }

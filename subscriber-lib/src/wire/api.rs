@@ -283,6 +283,32 @@ pub struct HistoryOutcome {
     pub change_sets: Vec<ChangeSetRecord>,
 }
 
+/// List the namespaces/environments the caller may read (every one that has a version).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespacesRequest {}
+
+/// One namespace/environment of a [`NamespacesOutcome`]: its version and its last change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentSummary {
+    /// Namespace.
+    pub namespace: String,
+    /// Environment.
+    pub environment: String,
+    /// Current version.
+    pub version: u64,
+    /// Number of config keys at that version.
+    pub keys: u64,
+    /// Who made the current version, when and why.
+    pub last: super::records::ChangeMeta,
+}
+
+/// The namespaces/environments the caller may read, sorted by namespace, then environment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NamespacesOutcome {
+    /// One row per namespace/environment.
+    pub environments: Vec<EnvironmentSummary>,
+}
+
 /// Outcome of a schema push.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SchemaPushOutcome {

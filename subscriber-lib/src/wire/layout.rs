@@ -48,6 +48,8 @@ pub mod endpoint {
     pub const STATUS: &str = "status";
     /// The fleet's health signals before and after a version.
     pub const IMPACT: &str = "impact";
+    /// List the namespaces/environments the caller may read, with their versions.
+    pub const NAMESPACES: &str = "namespaces";
     /// Declare (or remove) the parent of an environment.
     pub const PARENT: &str = "parent";
     /// Read the access policy (admins).
@@ -184,6 +186,11 @@ pub fn history_filter(ns: &Namespace, env: &Environment) -> String {
 /// KV key filter matching the heads of every environment of a namespace.
 pub fn heads_filter(ns: &Namespace) -> String {
     format!("{ns}.*.{HEAD_SUFFIX}")
+}
+
+/// KV key filter matching the head of every namespace/environment.
+pub fn all_heads_filter() -> String {
+    format!("*.*.{HEAD_SUFFIX}")
 }
 
 /// KV key filter matching the parent declaration of every namespace/environment.

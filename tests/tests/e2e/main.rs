@@ -43,6 +43,7 @@ mod callout;
 mod change_path;
 mod commit_point;
 mod concurrency;
+mod console;
 mod fleet;
 mod gitops;
 mod ha;

@@ -28,10 +28,10 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use mycosynth_subscriber::wire::{
     endpoint, AmendRequest, ApproveRequest, AuditRequest, AuditVerifyRequest, ChangeRequest,
-    Environment, ErrorKind, GetRequest, HistoryRequest, ImpactRequest, Namespace, ParentRequest,
-    PolicyGetRequest, PolicySetRequest, RejectRequest, Reply, RequestIdRequest, RequestListRequest,
-    Role, RollbackRequest, RolloutActionRequest, RolloutStartRequest, SchemaGetRequest,
-    SchemaPushRequest, StatusRequest, MAX_REQUEST_BYTES,
+    Environment, ErrorKind, GetRequest, HistoryRequest, ImpactRequest, Namespace,
+    NamespacesRequest, ParentRequest, PolicyGetRequest, PolicySetRequest, RejectRequest, Reply,
+    RequestIdRequest, RequestListRequest, Role, RollbackRequest, RolloutActionRequest,
+    RolloutStartRequest, SchemaGetRequest, SchemaPushRequest, StatusRequest, MAX_REQUEST_BYTES,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -148,6 +148,7 @@ pub fn table() -> Vec<Endpoint> {
         REVEAL       => GetRequest,        "reveal sensitive values of", Admin, Env,             AUDITED,   None,  read::reveal;
         HISTORY      => HistoryRequest,    "read the history of",        Read,  Env,             AUDITED,   None,  read::history;
         STATUS       => StatusRequest,     "read the status of",         Read,  Env,             POLL,      None,  read::status;
+        NAMESPACES   => NamespacesRequest, "list namespaces",            Read,  Nothing,         POLL,      Some("each is listed only to those who may read it"), read::namespaces;
         IMPACT       => ImpactRequest,     "read the impact of changes to", Read, Env,           AUDITED,   None,  impact::impact;
         SCHEMA_GET   => SchemaGetRequest,  "read the schema of",         Read,  NamespaceAnyEnv, AUDITED,   None,  read::schema_get;
         SCHEMA_PUSH  => SchemaPushRequest, "push the schema of",         Admin, Namespace,       LIMITED,   None,  schema::push;
@@ -385,6 +386,7 @@ targets! {
     PolicySetRequest => |_r| Target::System;
     AuditRequest => |_r| Target::System;
     AuditVerifyRequest => |_r| Target::System;
+    NamespacesRequest => |_r| Target::System;
     RequestListRequest => |_r| Target::System;
     RequestIdRequest => |r| proposal_target(&r.id);
     ApproveRequest => |r| proposal_target(&r.id);
@@ -418,6 +420,7 @@ mod tests {
         for name in [
             endpoint::CHANGE,
             endpoint::ROLLBACK,
+            endpoint::NAMESPACES,
             endpoint::GET,
             endpoint::HISTORY,
             endpoint::SCHEMA_PUSH,

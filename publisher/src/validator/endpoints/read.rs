@@ -1,13 +1,15 @@
-//! The reads: `get`, `reveal`, `history`, `status`, `schema-get`.
+//! The reads: `get`, `reveal`, `history`, `status`, `schema-get`, `namespaces`.
 
 use std::sync::Arc;
 
 use mycosynth_subscriber::wire::{
-    ErrorKind, GetOutcome, GetRequest, HistoryOutcome, HistoryRequest, SchemaGetRequest,
-    SchemaRecord, StatusOutcome, StatusRequest, ValueRecord,
+    EnvironmentSummary, ErrorKind, GetOutcome, GetRequest, HistoryOutcome, HistoryRequest,
+    NamespacesOutcome, NamespacesRequest, Role, SchemaGetRequest, SchemaRecord, StatusOutcome,
+    StatusRequest, ValueRecord,
 };
 
 use super::Call;
+use crate::access::Scope;
 use crate::clock::now_us;
 use crate::failure::{failure, Failure};
 use crate::validator::instance::Validator;
@@ -115,4 +117,33 @@ pub async fn schema_get(
         .schema(ns)
         .await?
         .ok_or_else(|| failure(ErrorKind::NotFound, format!("namespace {ns} has no schema")))
+}
+
+/// `namespaces`: every namespace/environment with a version that the caller may read (the
+/// row's finer check: each is listed only to its readers), sorted by names.
+pub async fn namespaces(
+    validator: Arc<Validator>,
+    call: Call,
+    _request: NamespacesRequest,
+) -> Result<NamespacesOutcome, Failure> {
+    let mut environments: Vec<EnvironmentSummary> = validator
+        .store
+        .heads()
+        .await?
+        .into_iter()
+        .filter(|(ns, env, _)| {
+            call.caller
+                .may_quietly(Role::Read, Scope::Env(ns.as_str(), env.as_str()))
+        })
+        .map(|(ns, env, head)| EnvironmentSummary {
+            namespace: ns.to_string(),
+            environment: env.to_string(),
+            version: head.version,
+            keys: head.keys,
+            last: head.meta,
+        })
+        .collect();
+    environments
+        .sort_by(|a, b| (&a.namespace, &a.environment).cmp(&(&b.namespace, &b.environment)));
+    Ok(NamespacesOutcome { environments })
 }
