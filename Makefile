@@ -12,7 +12,7 @@ test:
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo build --workspace --bins --quiet
 	mkdir -p target
-	set -o pipefail; cargo test --workspace 2>&1 | tee target/test.log; status=$$?; \
+	set -o pipefail; cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log; status=$$?; \
 	  python="$$(./clients/python/provision.sh)" && PYTHONDONTWRITEBYTECODE=1 "$$python" -m pytest -q \
 	    -p no:cacheprovider clients/python/tests 2>&1 | tee target/pytest.log; pystatus=$$?; \
 	  awk '/^test result:/ {p+=$$4; f+=$$6} \

@@ -14,28 +14,37 @@ use crate::{dev_seed_file, free_port, mycosynth_bin};
 pub struct ConsoleServer {
     child: Child,
     port: u16,
+    log: tempfile::NamedTempFile,
 }
 
 impl ConsoleServer {
     /// Starts `mycosynth console` against `nats_url`: signed with `identity`'s dev key, or in
     /// open mode without one. Waits (up to 15 s) until it accepts connections.
     pub fn start(nats_url: &str, identity: Option<&str>) -> ConsoleServer {
+        ConsoleServer::start_with(nats_url, identity, &[])
+    }
+
+    /// [`ConsoleServer::start`] with more arguments for `mycosynth console`.
+    pub fn start_with(nats_url: &str, identity: Option<&str>, extra: &[&str]) -> ConsoleServer {
         let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let stderr = log.reopen().expect("log file");
         let mut command = Command::new(mycosynth_bin());
         command
             .arg("--nats-url")
             .arg(nats_url)
             .args(["console", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env_remove("MYCOSYNTH_NKEY")
             .env_remove("MYCOSYNTH_NKEY_FILE")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::from(stderr));
         if let Some(identity) = identity {
             command.arg("--nkey-file").arg(dev_seed_file(identity));
         }
         let child = command.spawn().expect("start mycosynth console");
-        let console = ConsoleServer { child, port };
+        let console = ConsoleServer { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -55,6 +64,11 @@ impl ConsoleServer {
     /// Its port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// Its PID.

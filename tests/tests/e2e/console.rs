@@ -2,8 +2,9 @@
 //! reaching a running subscriber, an invalid value refused inline with nothing written, a
 //! rollback from the history page, a change request proposed by one person and approved by
 //! another (each signed in with their own key), the fleet page updating live when a
-//! subscriber joins, a script value rendered inert, and a form without its CSRF token refused.
-//! Every page visited is saved as a screenshot in `target/console/`.
+//! subscriber joins, a script value rendered inert, and a form without its CSRF token refused;
+//! the cookie's attributes, reading and previewing without JavaScript, labels and keyboard
+//! reach. Every page visited is saved as a screenshot in `target/console/`.
 
 use std::time::{Duration, Instant};
 
@@ -161,6 +162,14 @@ async fn an_edit_in_the_browser_reaches_a_running_subscriber() {
     text_containing(&browser, "#environments", "prod").await;
     assert!(browser.text(".banner").await.contains("Unauthenticated"));
     browser.screenshot("overview").await;
+    type_into(&browser, "#q", "TIMEOUT").await;
+    click(&browser, "form.search button").await;
+    let hits = text_containing(&browser, "main table", "staging").await;
+    assert!(
+        hits.contains("http.timeout_ms") && hits.contains("900"),
+        "{hits}"
+    );
+    browser.screenshot("search").await;
     browser.goto(&format!("{url}/ns/{NS}/prod")).await;
     let row = browser.text("tr[data-key='http.timeout_ms']").await;
     assert!(row.contains("250") && row.contains("integer"), "{row}");
@@ -324,7 +333,7 @@ async fn a_script_value_renders_as_text_and_a_form_without_csrf_is_refused() {
         .expect("find");
     assert!(images.is_empty(), "the value became markup");
     browser.goto(&format!("{url}/audit")).await;
-    browser.screenshot("audit").await;
+    browser.screenshot("audit-open-mode").await;
     browser.goto(&format!("{url}/requests")).await;
     browser.screenshot("requests-open-mode").await;
 
@@ -425,7 +434,24 @@ async fn a_change_request_proposed_by_alice_is_approved_by_bob_in_the_browser() 
     browser.goto(&format!("{url}/ns/{NS}/production")).await;
     assert!(browser.text("main").await.contains("console login"));
 
-    sign_in(&browser, &console, "alice").await;
+    // alice signs in with the CLI's link, as a person would.
+    let out = run_as(
+        &nats.url(),
+        Some("alice"),
+        &["--json", "console", "login", &url],
+    )
+    .await;
+    assert!(out.status.success(), "console login: {}", stderr(&out));
+    let printed: Value =
+        serde_json::from_slice(&out.stdout).expect("console login --json prints JSON");
+    let link = printed["link"].as_str().expect("link").to_owned();
+    assert_eq!(printed["audience"], dev_public_key("ci-bot"));
+    let token = link
+        .split("token=")
+        .nth(1)
+        .expect("token in the link")
+        .to_owned();
+    browser.goto(&link).await;
     browser
         .goto(&format!("{url}/ns/{NS}/production/edit"))
         .await;
@@ -492,6 +518,135 @@ async fn a_change_request_proposed_by_alice_is_approved_by_bob_in_the_browser() 
         .collect();
     assert_eq!(approvals.len(), 1, "{audit}");
     assert_eq!(approvals[0]["via"], "console", "{audit}");
+    // The audit log is for admins: alice is refused with the validator's reason; admin sees
+    // the intact chain and bob's approval via the console.
     browser.goto(&format!("{url}/audit")).await;
+    text_containing(&browser, "main", "may not read the audit log").await;
+    sign_in(&browser, &console, "admin").await;
+    browser.goto(&format!("{url}/audit?identity=bob")).await;
+    text_containing(&browser, "#chain", "intact").await;
+    let rows = text_containing(&browser, "#audit", "request-approve").await;
+    assert!(rows.contains("via console"), "{rows}");
+    browser.screenshot("audit").await;
+    browser.close().await;
+    // Neither the token nor the session's secrets reach the console's log.
+    let log = console.log();
+    assert!(log.contains("console sign-in"), "{log}");
+    assert!(!log.contains(&token), "the session token was logged");
+}
+
+#[tokio::test]
+async fn behind_tls_the_session_cookie_is_secure_and_pages_read_without_javascript() {
+    let nats = NatsServer::start();
+    let _validator = Validator::start(&nats.url(), &[]);
+    let api = ApiClient::connect(&nats.url(), Duration::from_secs(10))
+        .await
+        .expect("api");
+    set(&api, "prod", &[("http.timeout_ms", json!(250))]).await;
+    let console = ConsoleServer::start_with(&nats.url(), None, &["--secure-cookie"]);
+    let port = console.port();
+    let first = tokio::task::spawn_blocking(move || http(port, "GET", "/", None, None))
+        .await
+        .expect("request");
+    assert_eq!(first.status, 200);
+    let cookie = first.header("set-cookie").unwrap_or_default().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
+    }
+    // No script ran: the server's HTML already holds everything to read, and a plain form
+    // post (the CSRF token from that HTML) gives the preview's diff.
+    assert!(
+        first.body.contains("checkout") && first.body.contains("v1"),
+        "{}",
+        first.body
+    );
+    let session = cookie.split(';').next().unwrap_or_default().to_owned();
+    let csrf = first
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf field")
+        .to_owned();
+    let form = format!("csrf={csrf}&v%3Ahttp.timeout_ms=300&version=1&action=preview");
+    let preview = tokio::task::spawn_blocking(move || {
+        http(
+            port,
+            "POST",
+            &format!("/ns/{NS}/prod/edit"),
+            Some(&session),
+            Some(&form),
+        )
+    })
+    .await
+    .expect("request");
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    assert!(
+        preview.body.contains("id=\"diff\"") && preview.body.contains(">300<"),
+        "{}",
+        preview.body
+    );
+    assert_eq!(
+        live(&api, "prod").await.version,
+        1,
+        "a preview writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn every_input_has_a_label_and_every_control_is_reachable_by_keyboard() {
+    let stack = open().await;
+    set(&stack.api, "prod", &[("http.timeout_ms", json!(250))]).await;
+    set(&stack.api, "staging", &[("http.timeout_ms", json!(300))]).await;
+    let browser = Browser::start().await;
+    let url = stack.console.url();
+    // Inputs without a label (for=, a wrapping label, or aria-label), and controls taken out of
+    // the tab order or made of non-focusable elements with click handlers.
+    let check = "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))\
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))\
+        .map(e => e.name || e.id)\
+        .concat(Array.from(document.querySelectorAll('[tabindex=\"-1\"], [onclick], div[hx-post], span[hx-post]')).map(e => 'unreachable ' + e.outerHTML.slice(0, 60)));";
+    for page in [
+        "/".to_owned(),
+        format!("/ns/{NS}/prod"),
+        format!("/ns/{NS}/prod/edit"),
+        format!("/ns/{NS}/prod/history"),
+        format!("/compare/{NS}?a=prod&b=staging"),
+        "/requests".to_owned(),
+        format!("/ns/{NS}/prod/fleet"),
+        "/audit".to_owned(),
+    ] {
+        browser.goto(&format!("{url}{page}")).await;
+        find(&browser, "main h1").await;
+        let unlabelled = browser
+            .client()
+            .execute(check, vec![])
+            .await
+            .expect("check");
+        assert_eq!(unlabelled, json!([]), "{page}");
+    }
+    // Tab from the top of the edit page reaches its first value field, then the next control.
+    browser.goto(&format!("{url}/ns/{NS}/prod/edit")).await;
+    let mut reached = Vec::new();
+    for _ in 0..12 {
+        browser
+            .client()
+            .active_element()
+            .await
+            .expect("active")
+            .send_keys("\u{e004}")
+            .await
+            .expect("tab");
+        let name = browser
+            .client()
+            .execute("return document.activeElement.name || document.activeElement.id || document.activeElement.textContent;", vec![])
+            .await
+            .expect("active element");
+        reached.push(name.as_str().unwrap_or_default().to_owned());
+    }
+    assert!(
+        reached.iter().any(|n| n == "v:http.timeout_ms"),
+        "the value field is not in the tab order: {reached:?}"
+    );
     browser.close().await;
 }
