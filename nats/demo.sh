@@ -193,6 +193,28 @@ with ConfigClient() as config:
     print("http.timeout_ms =", config.get("http.timeout_ms"), "at version", config.version)'
 # --- end of issue 22 --------------------------------------------------------------------------
 
+# --- issue 23: the web console (docs/console.md) ---------------------------------------------
+console_port="$(pick_port "console" "${MYCOSYNTH_DEMO_CONSOLE_PORT:-}")"
+console="http://127.0.0.1:$console_port"
+echo "==> mycosynth console --listen 127.0.0.1:$console_port   (signs as ci-bot, but acts only for a signed-in person)"
+MYCOSYNTH_NKEY_FILE="$creds/ci-bot.nk" NO_COLOR=1 "$bin" console --listen "127.0.0.1:$console_port" \
+  > "$work/console.log" 2>&1 &
+pids+=($!)
+wait_for console "$work/console.log" "console ready" "$!"
+echo "==> as alice: mycosynth console login $console   (a sign-in link holding her session token for this console)"
+link="$(alice console login "$console")"
+echo "    ${link%%token=*}token=..."
+curl -s -c "$work/console.cookies" -o /dev/null "$link"
+echo "==> the console's overview as alice sees it (curl with her session cookie):"
+curl -s -b "$work/console.cookies" "$console/" | python3 -c '
+import re, sys
+html = sys.stdin.read()
+for row in re.findall(r"<tr>(.*?)</tr>", html, re.S):
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+    print("    " + " | ".join(cells[:7]))'
+echo "    (in a browser: open the link 'mycosynth --nkey-file nats/secure/dev-credentials/alice.nk console login $console' prints)"
+# --- end of issue 23 --------------------------------------------------------------------------
+
 # --- issue 26: backup and restore (docs/backup.md) ------------------------------------------
 echo "==> mycosynth backup (as nats-admin): one checksummed archive, data keys encrypted with backup.key"
 head -c 32 /dev/urandom | base64 > "$work/backup.key"

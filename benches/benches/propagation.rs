@@ -77,7 +77,7 @@ async fn main() {
             .expect("api"),
     );
 
-    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|schedules|sites|backup|rollouts`
+    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|schedules|sites|backup|rollouts|console`
     // (`--only callout`, above, needs no server of these)
     // runs one part, to look at (or `perf record -p <validator pid>`) while working; no report.
     let only = std::env::args()
@@ -140,6 +140,16 @@ async fn main() {
             .await;
             println!(
                 "{figures}\nload average {}",
+                mycosynth_benches::sites::load_average()
+            );
+            return;
+        }
+        // The console's namespace page of 1,000 keys, rendered 200 times.
+        "console" => {
+            let render = mycosynth_benches::console::namespace_page(&api, &url, 1000, 200).await;
+            println!(
+                "{}\nload average {}",
+                render.row("console: namespace page of 1,000 keys, request → whole page (µs)"),
                 mycosynth_benches::sites::load_average()
             );
             return;
@@ -280,6 +290,11 @@ async fn main() {
     sidecar.rows().iter().for_each(|row| println!("{row}"));
     let callout = mycosynth_benches::callout::run().await;
     callout.print();
+    let console_page = mycosynth_benches::console::namespace_page(&api, &url, 1000, 200).await;
+    println!(
+        "\n{}",
+        console_page.row("console: namespace page of 1,000 keys, request → whole page")
+    );
 
     let one = &propagation["1"];
     let hundred = &propagation["100"];
@@ -321,6 +336,7 @@ async fn main() {
         "etcd_watch_us": etcd,
         "sidecar": sidecar,
         "auth_callout": callout,
+        "console_namespace_page_1000_keys_us": console_page,
         "propagation_durable_us": durable,
         "schedule_lateness_us": schedules,
         "read_ns": {

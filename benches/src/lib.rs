@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 pub mod backup;
 pub mod callout;
+pub mod console;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod paths;

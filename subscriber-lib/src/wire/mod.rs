@@ -259,6 +259,38 @@ mod contract_tests {
     }
 
     #[test]
+    fn namespaces_bodies_are_pinned() {
+        assert_eq!(serde_json::to_string(&NamespacesRequest {}).unwrap(), "{}");
+        assert_eq!(endpoint::NAMESPACES, "namespaces");
+        assert_eq!(all_heads_filter(), "*.*._meta.head");
+        let outcome = NamespacesOutcome {
+            environments: vec![EnvironmentSummary {
+                namespace: "payment-service".into(),
+                environment: "production".into(),
+                version: 7,
+                keys: 3,
+                last: ChangeMeta {
+                    change_id: "c1".into(),
+                    author: "alice".into(),
+                    time: "2026-12-04T10:00:00Z".into(),
+                    time_us: 1,
+                    reason: "peak".into(),
+                    source: ChangeSource::Cli,
+                    git_commit: None,
+                    request_id: None,
+                    emergency: false,
+                    approved_by: vec![],
+                    change_request: None,
+                },
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&outcome).unwrap(),
+            r#"{"environments":[{"namespace":"payment-service","environment":"production","version":7,"keys":3,"last":{"change_id":"c1","author":"alice","time":"2026-12-04T10:00:00Z","time_us":1,"reason":"peak","source":"cli"}}]}"#
+        );
+    }
+
+    #[test]
     fn event_bytes_are_pinned() {
         let bytes = pinned_event().encode();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

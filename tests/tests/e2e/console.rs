@@ -408,6 +408,13 @@ async fn signed() -> (NatsServer, Validator, ConsoleServer, tempfile::TempDir) {
     )
     .await;
     assert!(out.status.success(), "policy set: {}", stderr(&out));
+    let out = run_as(
+        &nats.url(),
+        Some("admin"),
+        &["set", "vault-ns", "staging", "k", "1"],
+    )
+    .await;
+    assert!(out.status.success(), "admin's namespace: {}", stderr(&out));
     let console = ConsoleServer::start(&nats.url(), Some("ci-bot"));
     (nats, validator, console, dir)
 }
@@ -452,6 +459,9 @@ async fn a_change_request_proposed_by_alice_is_approved_by_bob_in_the_browser() 
         .expect("token in the link")
         .to_owned();
     browser.goto(&link).await;
+    // The overview lists only what alice may read: not the namespace only admin reads.
+    let listed = browser.text("#environments").await;
+    assert!(!listed.contains("vault-ns"), "{listed}");
     browser
         .goto(&format!("{url}/ns/{NS}/production/edit"))
         .await;
@@ -523,6 +533,8 @@ async fn a_change_request_proposed_by_alice_is_approved_by_bob_in_the_browser() 
     browser.goto(&format!("{url}/audit")).await;
     text_containing(&browser, "main", "may not read the audit log").await;
     sign_in(&browser, &console, "admin").await;
+    browser.goto(&url).await;
+    assert!(browser.text("#environments").await.contains("vault-ns"));
     browser.goto(&format!("{url}/audit?identity=bob")).await;
     text_containing(&browser, "#chain", "intact").await;
     let rows = text_containing(&browser, "#audit", "request-approve").await;
