@@ -52,6 +52,7 @@ mod requests;
 mod resilience;
 mod rollback;
 mod rollout_prometheus;
+mod rollout_requests;
 mod rollouts;
 mod security;
 mod sensitive;

@@ -92,6 +92,36 @@ impl Validator {
         })
     }
 
+    /// A change request rolled out through a canary is applied when its rollout promotes:
+    /// marks proposal `id` applied with the promotion's commit and announces it (logged, not
+    /// failed, when the record cannot be moved: the commit already stands).
+    pub(crate) async fn applied_by_rollout(&self, id: &str, committed: &ChangeOutcome, by: &str) {
+        let Ok(id) = ProposalId::parse(id) else {
+            return;
+        };
+        match self.mark_applied(&id, committed, by).await {
+            Ok(record) => {
+                self.announce(&record, "apply", by, Some(committed.version))
+                    .await;
+                self.supersede_overlapping(&record).await;
+            }
+            Err(err) => {
+                tracing::warn!(request = %id, error = %err.message, "promoted, but the change request could not be marked applied");
+            }
+        }
+    }
+
+    /// The identities that approved proposal `id` (none when it cannot be read).
+    pub(crate) async fn approvers_of(&self, id: &str) -> Vec<String> {
+        let Ok(id) = ProposalId::parse(id) else {
+            return Vec::new();
+        };
+        match self.stored_proposal(&id).await {
+            Ok((record, _)) => record.approved_by(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Moves the record to `applied` with what `committed` made (a record another writer moved
     /// to `applied` first is kept as it is).
     async fn mark_applied(

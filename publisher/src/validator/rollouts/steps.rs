@@ -263,8 +263,8 @@ impl Validator {
         Ok(record)
     }
 
-    /// Commits the candidate of the rollout of `ns`/`env` as one version, then marks it
-    /// promoted. The commit's idempotency key is the rollout's id, so a retry (or a driver and
+    /// Commits the candidate of the rollout of `ns`/`env` as one version (with the approvers of
+    /// the change request it comes from, which is then applied), then marks it promoted. The commit's idempotency key is the rollout's id, so a retry (or a driver and
     /// an operator promoting at once) commits it once.
     pub async fn promote_rollout(
         &self,
@@ -278,8 +278,14 @@ impl Validator {
             .await?
             .ok_or_else(|| failure(ErrorKind::NotFound, format!("no rollout on {ns}/{env}")))?;
         live(&record)?;
-        let order = promotion(&record, ns, env);
+        let mut order = promotion(&record, ns, env);
+        if let Some(id) = &record.change_request {
+            order.attribution.approved_by = self.approvers_of(id).await;
+        }
         let committed = self.commit(order).await?;
+        if let Some(id) = &record.change_request {
+            self.applied_by_rollout(id, &committed, by).await;
+        }
         let version = committed.version;
         let promoted = self
             .rollout_step(ns, env, |r| {
