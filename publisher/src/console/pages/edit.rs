@@ -3,7 +3,7 @@
 //! appears next to its field with the validator's own message, and nothing is written; where
 //! the environment requires approval, the commit opens a change request instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use askama::Template;
 use axum::extract::Path;
@@ -135,17 +135,25 @@ fn changes_of(
         .into_iter()
         .map(|r| (r.key, r.value))
         .collect();
+    // The last value of each `v:KEY` field (a toggle sends "false", then "true" when on).
+    let submitted: HashMap<&str, &str> = fields
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("v:")?, v.as_str())))
+        .collect();
     let mut changes = Vec::new();
     for f in &mut page.fields {
-        let text = field(fields, &format!("v:{}", f.key));
+        // A key the form did not send is left as it is.
+        let Some(text) = submitted.get(f.key.as_str()).copied() else {
+            continue;
+        };
         f.text = text.to_owned();
-        let unset = current.get(&f.key).and_then(Option::as_ref).is_none();
+        let now = current.get(&f.key).and_then(Option::as_ref);
         // An empty input keeps a sealed value, and leaves an unset key unset.
-        if text.is_empty() && (f.sealed || unset) {
+        if text.is_empty() && (f.sealed || now.is_none()) {
             continue;
         }
         let value = value_of(&f.input, text);
-        if current.get(&f.key).and_then(Option::as_ref) != Some(&value) {
+        if now != Some(&value) {
             changes.push(KeyChange::set(f.key.as_str(), value));
         }
     }
