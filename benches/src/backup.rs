@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use mycosynth::client::ApiClient;
-use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
+use mycosynth_subscriber::wire::{
+    endpoint, ChangeOutcome, ChangeRequest, KeyChange, MAX_CHANGES_PER_SET,
+};
 use mycosynth_testkit::{NatsServer, Validator};
 use serde_json::{json, Value};
 
@@ -22,19 +24,28 @@ pub async fn run(namespaces: u64, keys: u64, versions: u64) -> Value {
     for ns in 0..namespaces {
         let api = api.clone();
         writers.spawn(async move {
-            for version in 1..=versions {
-                let changes = if version == 1 {
-                    (0..keys)
+            // The first versions set every key, at most `MAX_CHANGES_PER_SET` a change set.
+            let all_keys: Vec<u64> = (0..keys).collect();
+            let mut sets: Vec<Vec<KeyChange>> = all_keys
+                .chunks(MAX_CHANGES_PER_SET)
+                .map(|chunk| {
+                    chunk
+                        .iter()
                         .map(|k| KeyChange::set(format!("key.{k}"), json!(k)))
                         .collect()
-                } else {
+                })
+                .collect();
+            for version in sets.len() as u64 + 1..=versions {
+                sets.push(
                     (0..10.min(keys))
                         .map(|i| {
                             let k = (version * 10 + i) % keys;
                             KeyChange::set(format!("key.{k}"), json!(version * 1000 + k))
                         })
-                        .collect()
-                };
+                        .collect(),
+                );
+            }
+            for changes in sets {
                 let request = ChangeRequest::new(format!("ns-{ns}"), "prod", changes, "bench");
                 api.call::<_, ChangeOutcome>(endpoint::CHANGE, &request)
                     .await

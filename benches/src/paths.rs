@@ -2,33 +2,60 @@
 //! change to N subscribers ([`Propagation`]) and the KV floor to N watchers ([`KvFloor`]).
 
 use std::future::Future;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
-use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
+use mycosynth_subscriber::wire::{endpoint, ApiError, ChangeOutcome, ChangeRequest, KeyChange};
 use mycosynth_subscriber::Subscriber;
 use serde_json::json;
 
+/// How long a change the validator committed may take to arrive before the bench gives up.
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Sends `request` to the validator and times it until `arrived` completes (the change reaching
-/// whatever the caller waits on). The reply is awaited alongside and must be an acceptance.
+/// whatever the caller waits on). The reply is awaited alongside and must commit a version: one
+/// that does not (an error, a timeout, a change request, an empty diff) means nothing will
+/// arrive, so it fails the bench at once with the reply instead of leaving it waiting forever.
 pub async fn time_change(
     api: &ApiClient,
     request: &ChangeRequest,
     arrived: impl Future<Output = ()>,
 ) -> Duration {
     let started = Instant::now();
-    let arrived = async {
+    let mut arrived = pin!(async {
         arrived.await;
         started.elapsed()
-    };
-    let (reply, elapsed) = tokio::join!(
-        api.call::<_, ChangeOutcome>(endpoint::CHANGE, request),
-        arrived
-    );
-    reply.expect("change accepted");
-    elapsed
+    });
+    let mut reply = pin!(api.call::<_, ChangeOutcome>(endpoint::CHANGE, request));
+    tokio::select! {
+        elapsed = &mut arrived => {
+            committed(request, reply.await);
+            elapsed
+        }
+        outcome = &mut reply => {
+            committed(request, outcome);
+            tokio::time::timeout(ARRIVAL_TIMEOUT, arrived).await.unwrap_or_else(|_| {
+                panic!(
+                    "change to {}/{} committed but not arrived after {ARRIVAL_TIMEOUT:?}",
+                    request.namespace, request.environment
+                )
+            })
+        }
+    }
+}
+
+/// Fails the bench unless `reply` committed a version.
+fn committed(request: &ChangeRequest, reply: Result<ChangeOutcome, ApiError>) {
+    match reply {
+        Ok(outcome) if outcome.committed => {}
+        other => panic!(
+            "change to {}/{} committed nothing, so it cannot arrive: {other:?}",
+            request.namespace, request.environment
+        ),
+    }
 }
 
 /// Fills `ns`/prod with `keys` keys, `key.<c>.<i>` (change set `c`, key `i` of it), in change

@@ -93,6 +93,14 @@ pub fn mycosynth_bin() -> PathBuf {
         if release {
             build.arg("--release");
         }
+        // Quiet, so this line is all there is to see while it builds: minutes on a cold target
+        // (it builds the binary's own set of dependencies), or while it waits for another
+        // cargo's lock.
+        eprintln!(
+            "building {} (cargo build -p mycosynth --bin mycosynth{})",
+            bin.display(),
+            if release { " --release" } else { "" }
+        );
         let status = build.status().expect("run cargo build");
         assert!(
             status.success() && bin.exists(),
