@@ -1,4 +1,5 @@
-//! The validator's clock: the times it records (RFC 3339 text and microseconds since the epoch).
+//! The validator's clock: the times it records (RFC 3339 text and microseconds since the epoch),
+//! and durations as people write them (`30s`, `5m`, `7d`).
 
 /// Now, as recorded in metadata: RFC 3339 text and microseconds since the Unix epoch.
 pub fn meta_time() -> (String, i64) {
@@ -30,4 +31,30 @@ pub fn rfc3339_ms(ms: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| ms.to_string())
+}
+
+/// A duration as `N`, `Ns`, `Nm`, `Nh` or `Nd`: seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let count: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: use a whole number with s, m, h or d (e.g. 7d)"))?;
+    let per = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use s, m, h or d)"
+            ))
+        }
+    };
+    count
+        .checked_mul(per)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }

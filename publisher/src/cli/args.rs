@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use super::duration::parse_duration;
+pub use crate::clock::parse_duration;
 
 pub use super::auth_args::{AuthCommand, CalloutArgs, CalloutKey};
 

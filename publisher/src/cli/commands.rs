@@ -38,15 +38,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
     let creds = super::identity::credentials(&cli)?;
     if let Command::Console(console) = &cli.command {
-        return match &console.command {
-            Some(super::console_args::ConsoleCommand::Login(login)) => {
-                super::console_login::run(&cli, login).await
-            }
-            None => Err(CliError::Local(
-                exit::USAGE,
-                "`console` is started by main".into(),
-            )),
-        };
+        return console_login(&cli, console).await;
     }
     match cli.command {
         Command::Keygen { file } => super::identity::keygen(&file, json),
@@ -136,5 +128,21 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let api = ApiClient::connect_with(&cli.nats_url, timeout, &creds).await?;
             super::requests::send(&api, request, timeout, json).await
         }
+    }
+}
+
+/// `console login URL` (`console --listen` itself is started by main).
+async fn console_login(
+    cli: &Cli,
+    console: &super::console_args::ConsoleArgs,
+) -> Result<(), CliError> {
+    match &console.command {
+        Some(super::console_args::ConsoleCommand::Login(login)) => {
+            super::console_login::run(cli, login).await
+        }
+        None => Err(CliError::Local(
+            exit::USAGE,
+            "`console` is started by main".into(),
+        )),
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use clap::{Args, Subcommand};
 
-use super::duration::parse_duration;
+use crate::clock::parse_duration;
 
 /// `mycosynth console`
 #[derive(Debug, Args)]

@@ -13,7 +13,6 @@ pub mod console;
 pub mod console_args;
 pub mod console_login;
 pub mod deploy;
-pub mod duration;
 pub mod exit;
 pub mod explain;
 pub mod fleet;

@@ -49,6 +49,7 @@ pub fn router(console: Arc<Console>) -> Router {
             get(pages::history::confirm).post(pages::history::rollback),
         )
         .route("/ns/{ns}/{env}/fleet", get(pages::fleet::page))
+        .route("/ns/{ns}/{env}/impact", get(pages::impact::page))
         .route("/ns/{ns}/{env}/fleet/events", get(pages::fleet::events))
         .route("/compare/{ns}", get(pages::compare::page))
         .route("/compare/{ns}/copy", post(pages::compare::copy))

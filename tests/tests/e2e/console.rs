@@ -662,3 +662,54 @@ async fn every_input_has_a_label_and_every_control_is_reachable_by_keyboard() {
     );
     browser.close().await;
 }
+
+#[tokio::test]
+async fn the_impact_page_draws_each_signal_before_and_after_a_version() {
+    let stack = open().await;
+    set(&stack.api, "prod", &[("http.timeout_ms", json!(250))]).await;
+    let subscriber = Subscriber::builder(NS, "prod")
+        .nats_url(stack.nats.url())
+        .instance_id("web-1")
+        .receipts(true, Duration::from_millis(200))
+        .connect()
+        .await
+        .expect("subscriber");
+    // The error signal follows the timeout the instance holds: 0.01 before, 0.04 after.
+    let reader = subscriber.clone();
+    subscriber.health_signal("errors", move || {
+        if reader.get::<i64>("http.timeout_ms").ok() == Some(250) {
+            0.01
+        } else {
+            0.04
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let changed = set(&stack.api, "prod", &[("http.timeout_ms", json!(50))]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!(
+            "{}/ns/{NS}/prod/impact?version={}&window=1m",
+            stack.console.url(),
+            changed.version
+        ))
+        .await;
+    let table = text_containing(&browser, "#impact", "errors").await;
+    assert!(
+        table.contains("0.0100") && table.contains("0.0400"),
+        "{table}"
+    );
+    assert!(table.contains("4.00×"), "{table}");
+    // Two bars, the after one four times as wide as the before one.
+    let widths = browser
+        .client()
+        .execute(
+            "return Array.from(document.querySelectorAll('#chart rect')).map(r => Number(r.getAttribute('width')));",
+            vec![],
+        )
+        .await
+        .expect("bars");
+    assert_eq!(widths, json!([90, 360]), "bar widths");
+    browser.screenshot("impact").await;
+    browser.close().await;
+}

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod edit;
 pub mod fleet;
 pub mod history;
+pub mod impact;
 pub mod keys;
 pub mod overview;
 pub mod requests;

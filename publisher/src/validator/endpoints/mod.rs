@@ -148,7 +148,7 @@ pub fn table() -> Vec<Endpoint> {
         REVEAL       => GetRequest,        "reveal sensitive values of", Admin, Env,             AUDITED,   None,  read::reveal;
         HISTORY      => HistoryRequest,    "read the history of",        Read,  Env,             AUDITED,   None,  read::history;
         STATUS       => StatusRequest,     "read the status of",         Read,  Env,             POLL,      None,  read::status;
-        NAMESPACES   => NamespacesRequest, "list namespaces",            Read,  Nothing,         POLL,      Some("each is listed only to those who may read it"), read::namespaces;
+        NAMESPACES   => NamespacesRequest, "list namespaces",            Read,  Nothing,         AUDITED,      Some("each is listed only to those who may read it"), read::namespaces;
         IMPACT       => ImpactRequest,     "read the impact of changes to", Read, Env,           AUDITED,   None,  impact::impact;
         SCHEMA_GET   => SchemaGetRequest,  "read the schema of",         Read,  NamespaceAnyEnv, AUDITED,   None,  read::schema_get;
         SCHEMA_PUSH  => SchemaPushRequest, "push the schema of",         Admin, Namespace,       LIMITED,   None,  schema::push;
@@ -486,6 +486,7 @@ mod tests {
                 | endpoint::HISTORY
                 | endpoint::STATUS
                 | endpoint::IMPACT
+                | endpoint::NAMESPACES
                 | endpoint::SCHEMA_GET
                 | endpoint::ROLLOUT_STATUS => Role::Read,
                 // The approval rule and the author decide beyond reading (the `finer` column).

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use mycosynth_subscriber::wire::{
-    check_steps, is_sealed, rollout_notice_subject, Environment, ErrorKind, HealthRule, Namespace,
-    RolloutRecord, RolloutStartRequest, RolloutState, RolloutVerdict, Violation,
+    check_steps, is_sealed, rollout_notice_subject, Environment, ErrorKind, HealthRule, KeyChange,
+    Namespace, RolloutRecord, RolloutStartRequest, RolloutState, RolloutVerdict, Violation,
 };
 use sha2::{Digest, Sha256};
 
@@ -81,17 +81,7 @@ impl Validator {
         check_start(&request)?;
         let existing = self.store.rollout(ns, env).await?;
         if let Some((running, _)) = existing.as_ref().filter(|(r, _)| r.state.is_live()) {
-            return Err(failure(
-                ErrorKind::Conflict,
-                format!(
-                    "rollout {} is {} on {ns}/{env} (started by {}, step {} of {}); promote or abort it first",
-                    running.id,
-                    if running.state == RolloutState::Paused { "paused" } else { "running" },
-                    running.author,
-                    running.step + 1,
-                    running.steps.len()
-                ),
-            ));
+            return Err(already_running(running, ns, env));
         }
         let (changes, change_request) = self.rollout_changes(ns, env, &request).await?;
         let order = Order {
@@ -116,28 +106,7 @@ impl Validator {
             dry_run: true,
         };
         let draft = self.draft(&order).await?;
-        if draft.plan.is_empty() {
-            return Err(invalid(vec![violation(
-                "changes",
-                "no_op",
-                "the change sets every key to the value it has: nothing to roll out".into(),
-            )]));
-        }
-        if let Some(sealed) = draft
-            .plan
-            .changes
-            .iter()
-            .find(|c| c.value.as_ref().is_some_and(is_sealed))
-        {
-            return Err(invalid(vec![violation(
-                &sealed.key,
-                "sensitive",
-                format!(
-                    "{} is sensitive: rollouts do not carry sealed values; use set",
-                    sealed.key
-                ),
-            )]));
-        }
+        refuse_candidate(&draft.plan.changes, draft.plan.is_empty())?;
         let now = now_us();
         let record = RolloutRecord {
             id: new_id(ns, env),
@@ -342,6 +311,46 @@ impl Validator {
         let reply = serde_json::to_vec(&serde_json::json!({"ok": {"rollout": record.id, "state": record.state, "step": record.step}})).unwrap_or_default();
         self.audit_own(action, &envelope, &reply).await;
     }
+}
+
+/// The refusal of a start while `running` is live on `ns`/`env`, naming it.
+fn already_running(running: &RolloutRecord, ns: &Namespace, env: &Environment) -> Failure {
+    failure(
+        ErrorKind::Conflict,
+        format!(
+            "rollout {} is {} on {ns}/{env} (started by {}, step {} of {}); promote or abort it first",
+            running.id,
+            if running.state == RolloutState::Paused { "paused" } else { "running" },
+            running.author,
+            running.step + 1,
+            running.steps.len()
+        ),
+    )
+}
+
+/// Refuses a candidate that changes nothing (`empty`), or that carries a sealed value.
+fn refuse_candidate(changes: &[KeyChange], empty: bool) -> Result<(), Failure> {
+    if empty {
+        return Err(invalid(vec![violation(
+            "changes",
+            "no_op",
+            "the change sets every key to the value it has: nothing to roll out".into(),
+        )]));
+    }
+    if let Some(sealed) = changes
+        .iter()
+        .find(|c| c.value.as_ref().is_some_and(is_sealed))
+    {
+        return Err(invalid(vec![violation(
+            &sealed.key,
+            "sensitive",
+            format!(
+                "{} is sensitive: rollouts do not carry sealed values; use set",
+                sealed.key
+            ),
+        )]));
+    }
+    Ok(())
 }
 
 /// The order that commits a rollout's candidate: on its base (a key changed since refuses it).
