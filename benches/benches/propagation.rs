@@ -10,7 +10,8 @@
 //! - the peer: etcd put to watch event (1 and 100 watchers; feature `etcd`);
 //! - reads from one and two threads while the snapshot changes 1,000 times a second;
 //! - throughput of accepted change sets (one and two validators; one and 100 namespaces);
-//! - startup with 10,000 keys, from NATS and from the last-known-good cache;
+//! - startup with 10,000 keys, from NATS and from the last-known-good cache (`--only keys`:
+//!   1,000 to 100,000 keys; `--only namespaces`: one validator, 10,000 namespaces; issue 27);
 //! - resident memory of a subscriber holding 10,000 keys and of a validator under load;
 //! - the sidecar (`src/sidecar.rs`): `GET` of one key against a bare axum handler (wrk), a
 //!   change request to the SSE event against a Rust subscriber, the Python client's `get`.
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
-use mycosynth_benches::paths::{seed_keys, KvFloor, Propagation};
-use mycosynth_benches::{histogram, Summary};
+use mycosynth_benches::paths::{KvFloor, Propagation};
+use mycosynth_benches::{histogram, rss_mb, Summary};
 use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
 use mycosynth_subscriber::Subscriber;
 use mycosynth_testkit::{NatsCluster, NatsServer, Validator};
@@ -41,17 +42,6 @@ fn request(ns: &str, pairs: Vec<(String, Value)>) -> ChangeRequest {
         .map(|(key, value)| KeyChange::set(key, value))
         .collect();
     ChangeRequest::new(ns, "prod", changes, "bench")
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
 }
 
 #[tokio::main]
@@ -77,7 +67,7 @@ async fn main() {
             .expect("api"),
     );
 
-    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|schedules|sites|backup|rollouts|console`
+    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|schedules|sites|backup|rollouts|console|keys|namespaces`
     // (`--only callout`, above, needs no server of these)
     // runs one part, to look at (or `perf record -p <validator pid>`) while working; no report.
     let only = std::env::args()
@@ -166,8 +156,25 @@ async fn main() {
             );
             return;
         }
+        // Issue 27: startup with 1,000, 10,000 and 100,000 keys in one namespace.
+        "keys" => {
+            let sizes = [1_000, 10_000, 100_000];
+            println!("{}", mycosynth_benches::keys::HEADER);
+            mycosynth_benches::keys::startups(&api, &url, &sizes, 5).await;
+            println!("load average {}", mycosynth_benches::sites::load_average());
+            return;
+        }
+        // Issue 27: one validator, MYCOSYNTH_BENCH_NAMESPACES (10,000) namespaces of 100 keys.
+        "namespaces" => {
+            let n = mycosynth_benches::env_or("MYCOSYNTH_BENCH_NAMESPACES", 10_000);
+            let n = usize::try_from(n).expect("MYCOSYNTH_BENCH_NAMESPACES");
+            mycosynth_benches::namespaces::run(&api, &url, validator, n)
+                .await
+                .print();
+            return;
+        }
         "startup" => {
-            let (from_nats, from_cache, rss) = startup(&api, &url).await;
+            let (from_nats, from_cache, rss) = mycosynth_benches::keys::startup(&api, &url).await;
             println!("startup 10,000 keys: from NATS {from_nats:.1} ms, from the cache {from_cache:.1} ms; subscriber RSS {rss:.1} MB");
             return;
         }
@@ -274,7 +281,8 @@ async fn main() {
         schedules.row("scheduled change request: its time → its commit (200 over 10 s)")
     );
 
-    let (from_nats_ms, from_cache_ms, subscriber_rss) = startup(&api, &url).await;
+    let (from_nats_ms, from_cache_ms, subscriber_rss) =
+        mycosynth_benches::keys::startup(&api, &url).await;
     println!("\n| startup with 10,000 keys | ms |\n|---|---|");
     println!("| connect → first read, from NATS | {from_nats_ms:.1} |\n| connect → first read, from the cache | {from_cache_ms:.1} |");
     println!("\n| resident memory | MB |\n|---|---|");
@@ -493,41 +501,6 @@ async fn throughput(api: &Arc<ApiClient>, namespaces: usize, run: Duration) -> f
     });
     let accepted: u64 = join_all(workers).await.into_iter().sum();
     accepted as f64 / started.elapsed().as_secs_f64()
-}
-
-/// (from NATS ms, from cache ms, RSS delta MB) for a namespace of 10,000 keys.
-async fn startup(api: &ApiClient, url: &str) -> (f64, f64, f64) {
-    seed_keys(api, "big", 10_890).await;
-    let cache = std::env::temp_dir().join(format!("mycosynth-bench-cache-{}", std::process::id()));
-    // Memory of a real subscribing process (`mycosynth watch`) holding the 10,000 keys.
-    let watcher = mycosynth_testkit::CliProcess::spawn(url, &["watch", "big", "prod", "--json"]);
-    let loaded = watcher
-        .wait_line(0, Duration::from_secs(30), |l| l.contains("\"load\""))
-        .is_some();
-    let rss = if loaded { rss_mb(watcher.pid()) } else { 0.0 };
-    drop(watcher);
-    let started = Instant::now();
-    let config = Subscriber::builder("big", "prod")
-        .nats_url(url)
-        .cache_dir(&cache)
-        .connect()
-        .await
-        .expect("subscriber");
-    let _: Value = config.get("key.10.989").expect("first read");
-    let from_nats = started.elapsed().as_secs_f64() * 1000.0;
-    tokio::time::sleep(Duration::from_millis(500)).await; // let the cache writer finish
-    config.shutdown().await;
-    let started = Instant::now();
-    let cached = Subscriber::builder("big", "prod")
-        .nats_url(url)
-        .cache_dir(&cache)
-        .connect()
-        .await
-        .expect("from cache");
-    let _: Value = cached.get("key.10.989").expect("first read");
-    let from_cache = started.elapsed().as_secs_f64() * 1000.0;
-    let _ = std::fs::remove_dir_all(&cache);
-    (from_nats, from_cache, rss)
 }
 
 /// etcd put → watch event at the last of 1 and 100 watchers (null without the `etcd` feature).

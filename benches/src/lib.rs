@@ -14,6 +14,8 @@ pub mod callout;
 pub mod console;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod keys;
+pub mod namespaces;
 pub mod paths;
 pub mod reads;
 pub mod rollouts;
@@ -140,4 +142,16 @@ pub fn p50_us(mut samples: Vec<std::time::Duration>) -> u128 {
     samples
         .get(samples.len() / 2)
         .map_or(0, std::time::Duration::as_micros)
+}
+
+/// Resident memory of process `pid`, MB (0 when it cannot be read).
+pub fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
 }
