@@ -46,6 +46,7 @@ impl Stack {
             rate_limit: None,
             rate_burst: None,
             sites: Vec::new(),
+            cached_states: 0,
         };
         tokio::spawn(async move {
             let shutdown = async {

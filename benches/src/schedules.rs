@@ -15,16 +15,6 @@ use crate::{histogram, now_us, Summary};
 
 const NAMESPACES: usize = 10;
 
-fn rfc3339(us: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// Schedules `count` changes `spacing` apart, starting a few seconds from now, waits for them
 /// to fire, and summarizes how late each was committed after its time.
 pub async fn lateness(api: &ApiClient, count: usize, spacing: Duration) -> Summary {
@@ -39,7 +29,7 @@ pub async fn lateness(api: &ApiClient, count: usize, spacing: Duration) -> Summa
             "bench",
         );
         request.proposal = Some(ProposeOptions {
-            at: Some(rfc3339(at_us)),
+            at: mycosynth::clock::rfc3339_us(at_us),
             ..ProposeOptions::default()
         });
         let outcome: ChangeOutcome = api

@@ -24,13 +24,17 @@ pub fn now_ms() -> i64 {
 
 /// `ms` (milliseconds since the Unix epoch) as RFC 3339 text, or the number if out of range.
 pub fn rfc3339_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+    rfc3339_us(ms.saturating_mul(1000)).unwrap_or_else(|| ms.to_string())
+}
+
+/// `us` (microseconds since the Unix epoch) as RFC 3339 text (None: out of range).
+pub fn rfc3339_us(us: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
         .ok()
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// A duration as `N`, `Ns`, `Nm`, `Nh` or `Nd`: seconds.

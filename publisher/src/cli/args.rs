@@ -557,6 +557,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub sites: Vec<String>,
+    /// How many namespace/environment states the validator keeps cached; past that, the least
+    /// recently used idle ones are dropped and read again from KV at their next change.
+    #[arg(long, env = "MYCOSYNTH_CACHED_STATES", default_value_t = 1000)]
+    pub cached_states: usize,
 }
 
 /// `mycosynth audit [--namespace N] [--env E] [--identity I] [--since T] [verify]`

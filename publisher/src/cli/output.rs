@@ -38,7 +38,7 @@ pub fn change(outcome: &ChangeOutcome, dry_run: bool, as_json: bool) {
         } else {
             let when = proposed
                 .at_us
-                .map(|at| format!(", applies at {}", rfc3339(at)))
+                .map(|at| format!(", applies at {}", when(at)))
                 .unwrap_or_default();
             println!(
                 "change request {} {}: needs {} approval(s){when}; nothing committed (still at version {})",
@@ -233,25 +233,14 @@ pub fn fleet(status: &StatusOutcome, as_json: bool) {
     super::backup::print_sites(&status.sites);
 }
 
-/// A time in µs since the epoch, as RFC 3339.
-fn rfc3339(us: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| us.to_string())
-}
-
 /// One line per change request (`scheduled`: with its time first).
 pub fn proposals(records: &[ProposalRecord], scheduled: bool) {
     if records.is_empty() {
         println!("no change requests");
     }
     for record in records {
-        let when = record.at_us.map(rfc3339);
-        match (scheduled, when) {
+        let at = record.at_us.map(when);
+        match (scheduled, at) {
             (true, Some(when)) => println!("{when}  {}", summary(record)),
             (_, Some(when)) => println!("{}  at {when}", summary(record)),
             (_, None) => println!("{}", summary(record)),
@@ -305,11 +294,7 @@ pub fn proposal(outcome: &ProposalOutcome, as_json: bool) {
         );
     }
     if let Some(at) = record.at_us {
-        println!(
-            "  scheduled for {} (grace {} s)",
-            rfc3339(at),
-            record.grace_s
-        );
+        println!("  scheduled for {} (grace {} s)", when(at), record.grace_s);
     }
     if let Some(closed) = &record.closed {
         println!(
@@ -355,4 +340,9 @@ fn approvals(meta: &mycosynth_subscriber::wire::ChangeMeta) -> String {
         .map(|id| format!(" (request {id})"))
         .unwrap_or_default();
     format!("{by}{request}")
+}
+
+/// A time in µs since the epoch, as RFC 3339 (the number when out of range).
+fn when(us: i64) -> String {
+    crate::clock::rfc3339_us(us).unwrap_or_else(|| us.to_string())
 }

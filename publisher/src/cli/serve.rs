@@ -28,6 +28,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> ExitCode {
         rate_limit: args.rate_limit,
         rate_burst: args.rate_burst,
         sites: args.sites.clone(),
+        cached_states: args.cached_states,
     };
     match validator::run(config, stop_signal(), |http| {
         tracing::info!(http = ?http, "ready");

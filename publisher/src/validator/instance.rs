@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use mycosynth_subscriber::wire::{Environment, Namespace};
-use tokio::sync::Mutex as AsyncMutex;
 
 use super::affinity::Affinity;
 use crate::access::limits::RateLimits;
@@ -15,12 +14,11 @@ use crate::access::vault::Vault;
 use crate::access::Access;
 use crate::audit::Auditor;
 use crate::fleet::Fleet;
-use crate::store::{State, Store};
+use crate::store::Store;
 use crate::validate::Schema;
 
-/// The cached state of one namespace/environment, behind the lock that serializes this
-/// instance's commits to it.
-pub type Slot = Arc<AsyncMutex<Option<State>>>;
+pub use super::slots::Slot;
+use super::slots::Slots;
 
 /// One validator instance.
 pub struct Validator {
@@ -37,8 +35,9 @@ pub struct Validator {
     /// Refuse changes to namespaces without a schema.
     pub require_schema: bool,
     /// One slot per namespace/environment: serializes this instance's commits to it and caches
-    /// its state between requests (another validator's commit shows up as a failed CAS).
-    pub slots: Mutex<HashMap<(Namespace, Environment), Slot>>,
+    /// its state between requests (another validator's commit shows up as a failed CAS); the
+    /// least recently used idle ones are dropped past `serve --cached-states`.
+    pub slots: Slots,
     /// Compiled schemas by namespace, with the stored record (bytes) each was compiled from.
     pub schemas: Mutex<HashMap<Namespace, (Bytes, Arc<Schema>)>>,
     /// Namespaces/environments where another writer won a compare-and-set recently, until when:
@@ -57,7 +56,6 @@ pub struct Validator {
 impl Validator {
     /// The slot of `ns`/`env`, created on first use.
     pub fn slot(&self, ns: &Namespace, env: &Environment) -> Slot {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(slots.entry((ns.clone(), env.clone())).or_default())
+        self.slots.get(ns, env)
     }
 }

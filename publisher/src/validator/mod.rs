@@ -14,7 +14,7 @@
 //! - `http.rs`: `/metrics` and `/health`.
 //!
 //! Imports run one way: `serve` → `dispatch` → `endpoints` → `rollouts` → `requests` → `change` →
-//! `instance`.
+//! `instance` → `slots`.
 
 pub mod affinity;
 pub mod change;
@@ -25,6 +25,7 @@ mod instance;
 pub mod requests;
 pub mod rollouts;
 mod serve;
+pub mod slots;
 
 pub use instance::Validator;
 pub use serve::{run, ServeError, ValidatorConfig};

@@ -18,6 +18,7 @@ use super::affinity::{self, Affinity};
 use super::endpoints;
 use super::http;
 use super::instance::Validator;
+use super::slots::{Slots, DEFAULT_CACHED_STATES};
 use crate::access::limits::RateLimits;
 use crate::access::vault::Vault;
 use crate::access::{Access, SecurityConfig};
@@ -46,6 +47,8 @@ pub struct ValidatorConfig {
     pub rate_burst: Option<std::num::NonZeroU32>,
     /// JetStream domains of the site replicas whose lag this validator watches.
     pub sites: Vec<String>,
+    /// How many namespace/environment states to keep cached (0: [`DEFAULT_CACHED_STATES`]).
+    pub cached_states: usize,
 }
 
 /// Why the validator could not start or stopped.
@@ -175,7 +178,10 @@ async fn open(
         access,
         require_schema: config.require_schema,
         fleet: Arc::new(Fleet::new(config.fleet)),
-        slots: Mutex::new(HashMap::new()),
+        slots: Slots::new(match config.cached_states {
+            0 => DEFAULT_CACHED_STATES,
+            n => n,
+        }),
         schemas: Mutex::new(HashMap::new()),
         contended: Mutex::new(HashMap::new()),
         audit,

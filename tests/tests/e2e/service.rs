@@ -46,3 +46,30 @@ async fn validator_exposes_metrics_health_and_service_info() {
         .collect();
     assert!(subjects.contains(&"mycosynth.api.change"), "{subjects:?}");
 }
+
+/// With `--cached-states 5`, changes to 20 namespaces keep at most 5 states cached; a namespace
+/// whose state was dropped is read again from KV at its next change, at the right version and
+/// with every value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cached_states_cold_ones_are_dropped_and_read_again() {
+    let nats = NatsServer::start();
+    let validator = Validator::start(&nats.url(), &["--cached-states", "5"]);
+    let api = crate::api(&nats.url()).await;
+    for i in 0..20 {
+        let ns = format!("tenant-{i}");
+        set_keys(&api, &ns, "prod", &[("a", json!(i)), ("b", json!("x"))]).await;
+    }
+    assert!(
+        validator.metric("mycosynth_validator_states_evicted_total", "") >= 15.0,
+        "idle states past the cap were dropped"
+    );
+    assert!(validator.metric("mycosynth_validator_cached_states", "") <= 5.0);
+    // tenant-0 was dropped long ago: its next change starts from KV.
+    let again = set_keys(&api, "tenant-0", "prod", &[("a", json!(100))]).await;
+    assert_eq!((again.previous_version, again.version), (1, 2));
+    let out = run_cli(&nats.url(), &["--json", "get", "tenant-0", "prod"]).await;
+    let got: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("get --json prints JSON");
+    let values = got["values"].to_string();
+    assert!(values.contains("100") && values.contains("\"x\""), "{got}");
+}

@@ -28,20 +28,13 @@ impl RequestView {
     fn of(record: ProposalRecord) -> RequestView {
         RequestView {
             diff: DiffRow::of(&record.diff),
-            at: record.at_us.map(rfc3339).unwrap_or_default(),
+            at: record
+                .at_us
+                .and_then(crate::clock::rfc3339_us)
+                .unwrap_or_default(),
             record,
         }
     }
-}
-
-fn rfc3339(us: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// The requests page.
