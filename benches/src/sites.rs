@@ -80,26 +80,34 @@ pub async fn latency(sites: &Sites, samples: u64) -> (Summary, Summary) {
             .await
     );
     let (mut hub, mut site) = (histogram(), histogram());
+    let mut version = first;
     for n in 1..=samples {
+        // Waited for alongside the request, not after its reply: the change usually reaches
+        // both subscribers before the reply reaches the client.
+        let expected = version + 1;
         let start = Instant::now();
-        let Ok(version) = sites.set(ns, n).await else {
-            continue;
-        };
         let hub_wait = async {
             at_hub
-                .wait_for_version(version, Duration::from_secs(10))
+                .wait_for_version(expected, Duration::from_secs(10))
                 .await;
             start.elapsed()
         };
         let site_wait = async {
             at_site
-                .wait_for_version(version, Duration::from_secs(10))
+                .wait_for_version(expected, Duration::from_secs(10))
                 .await;
             start.elapsed()
         };
-        let (to_hub, to_site) = tokio::join!(hub_wait, site_wait);
-        let _ = hub.record(to_hub.as_nanos() as u64);
-        let _ = site.record(to_site.as_nanos() as u64);
+        let (committed, to_hub, to_site) = tokio::join!(sites.set(ns, n), hub_wait, site_wait);
+        match committed {
+            Ok(v) if v == expected => {
+                let _ = hub.record(to_hub.as_nanos() as u64);
+                let _ = site.record(to_site.as_nanos() as u64);
+                version = v;
+            }
+            Ok(v) => version = v,
+            Err(_) => {}
+        }
     }
     (Summary::of(&hub), Summary::of(&site))
 }
