@@ -211,7 +211,8 @@ import re, sys
 html = sys.stdin.read()
 for row in re.findall(r"<tr>(.*?)</tr>", html, re.S):
     cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
-    print("    " + " | ".join(cells[:7]))'
+    if cells:
+        print("    " + " | ".join(cells[:7]))'
 echo "    (in a browser: open the link 'mycosynth --nkey-file nats/secure/dev-credentials/alice.nk console login $console' prints)"
 # --- end of issue 23 --------------------------------------------------------------------------
 
