@@ -321,7 +321,15 @@ async fn a_routing_client_sends_each_change_to_its_owner() {
     let nats = NatsServer::start();
     let mut a = Validator::start(&nats.url(), &[]);
     let b = Validator::start(&nats.url(), &[]);
-    let api = Arc::new(crate::api(&nats.url()).await.route_to_owners());
+    // 30 s, not the default 10 s: after the owner is killed, a request the other instance
+    // forwards to it in that moment is served once its discovery expires (`PEER_EXPIRY`, 3.5 s),
+    // which on a loaded machine can pass 10 s (seen once at load ~5).
+    let api = Arc::new(
+        mycosynth::client::ApiClient::connect(&nats.url(), std::time::Duration::from_secs(30))
+            .await
+            .expect("connect api client")
+            .route_to_owners(),
+    );
     within_15_s("the client did not find both instances", || {
         api.instances_known() >= 2
     })
