@@ -122,20 +122,12 @@ async fn scan_inner(
         filter: key_filter.to_owned(),
         message,
     };
-    let stream_name = kv_stream(bucket);
-    let stream = match js.get_stream(&stream_name).await {
-        Ok(stream) => stream,
-        Err(err) => {
-            return Err(match err.kind() {
-                jetstream::context::GetStreamErrorKind::JetStream(e)
-                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    ScanError::NoBucket(bucket.to_owned())
-                }
-                _ => nats_err(err.to_string()),
-            })
-        }
-    };
+    // No stream info first: the consumer's creation answers "no such stream" itself, and a
+    // scan (a cold namespace's state, a subscriber's start) costs one round trip less.
+    let stream = js
+        .get_stream_no_info(kv_stream(bucket))
+        .await
+        .map_err(|err| nats_err(err.to_string()))?;
     let prefix_len = kv_subject(bucket, "").len();
     let consumer = stream
         .create_consumer(OrderedConfig {
@@ -146,7 +138,14 @@ async fn scan_inner(
             ..Default::default()
         })
         .await
-        .map_err(|err| nats_err(err.to_string()))?;
+        .map_err(|err| match err.kind() {
+            jetstream::stream::ConsumerErrorKind::JetStream(e)
+                if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                ScanError::NoBucket(bucket.to_owned())
+            }
+            _ => nats_err(err.to_string()),
+        })?;
     let consumer_name = consumer.cached_info().name.clone();
     let mut remaining = consumer.cached_info().num_pending;
     if remaining > 0 {

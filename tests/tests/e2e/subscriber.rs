@@ -264,3 +264,23 @@ async fn change_notices_carry_the_change_sets_keys_and_attribution() {
     assert_eq!(config.get::<String>("c.d").unwrap(), "x");
     assert!(config.get::<i64>("b").is_err(), "b was deleted");
 }
+
+/// A scan of a bucket that does not exist yet (a fresh server) says so as `NoBucket`, which the
+/// loader and the backup read as "nothing stored", not as an outage.
+#[tokio::test]
+async fn a_scan_before_any_bucket_exists_is_no_bucket() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let scanned = mycosynth_subscriber::kv_scan::scan(
+        &js,
+        "mycosynth-config",
+        "payment-service.prod.>",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        matches!(scanned, Err(mycosynth_subscriber::kv_scan::ScanError::NoBucket(ref b)) if b == "mycosynth-config"),
+        "{scanned:?}"
+    );
+}
