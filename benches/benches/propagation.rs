@@ -17,6 +17,8 @@
 //!   change request to the SSE event against a Rust subscriber, the Python client's `get`.
 //! - the auth callout: connection set-up through it against a static nkey, and the callouts
 //!   per second one instance answers when 1,000 clients connect at once (`src/callout.rs`).
+//! - production settings (`--only production`, `src/production.rs`; issue 27): signed requests,
+//!   the audit log and fsync always against the open baseline and the durable KV floor.
 //!
 //! Latency figures keep one change in flight. Prints Markdown and writes
 //! target/bench/report.json.
@@ -67,7 +69,7 @@ async fn main() {
             .expect("api"),
     );
 
-    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|schedules|sites|backup|rollouts|console|keys|namespaces`
+    // `cargo bench -p mycosynth-benches --bench propagation -- --only latency|throughput|startup|sidecar|schedules|sites|backup|rollouts|console|keys|namespaces|production`
     // (`--only callout`, above, needs no server of these)
     // runs one part, to look at (or `perf record -p <validator pid>`) while working; no report.
     let only = std::env::args()
@@ -154,6 +156,16 @@ async fn main() {
                 ),
                 mycosynth_benches::sites::load_average()
             );
+            return;
+        }
+        // Issue 27 §5: signed requests, the audit log and fsync always, against the open
+        // default-sync baseline and the durable KV floor (servers of its own).
+        "production" => {
+            drop(api);
+            drop(validator);
+            drop(nats);
+            let run = Duration::from_secs(10);
+            mycosynth_benches::production::run(500, run).await.print();
             return;
         }
         // Issue 27: startup with 1,000, 10,000 and 100,000 keys in one namespace.

@@ -17,6 +17,7 @@ pub mod etcd;
 pub mod keys;
 pub mod namespaces;
 pub mod paths;
+pub mod production;
 pub mod reads;
 pub mod rollouts;
 pub mod schedules;

@@ -153,18 +153,36 @@ pub struct KvFloor {
 impl KvFloor {
     /// Creates `bucket` and starts `watchers` watches of its key `k`.
     pub async fn start(url: &str, bucket: &str, watchers: usize) -> KvFloor {
-        let writer = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
+        KvFloor::start_with(url, bucket, watchers, 1, async_nats::ConnectOptions::new).await
+    }
+
+    /// [`KvFloor::start`] with a bucket of `replicas` replicas and every connection made from
+    /// `options()` (e.g. credentials).
+    pub async fn start_with(
+        url: &str,
+        bucket: &str,
+        watchers: usize,
+        replicas: usize,
+        options: impl Fn() -> async_nats::ConnectOptions,
+    ) -> KvFloor {
+        // `url` may list several servers, comma-separated (a cluster).
+        let servers: Vec<async_nats::ServerAddr> = url
+            .split(',')
+            .map(|u| u.trim().parse().expect("server url"))
+            .collect();
+        let connect = || options().connect(servers.clone());
+        let writer = async_nats::jetstream::new(connect().await.expect("connect"));
         let kv = writer
             .create_key_value(async_nats::jetstream::kv::Config {
                 bucket: bucket.to_owned(),
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
             .expect("bucket");
         let mut watches = Vec::new();
         for _ in 0..watchers {
-            let reader =
-                async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
+            let reader = async_nats::jetstream::new(connect().await.expect("connect"));
             let store = reader.get_key_value(bucket).await.expect("bucket");
             watches.push(store.watch("k").await.expect("watch"));
         }

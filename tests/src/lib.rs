@@ -656,13 +656,27 @@ pub fn identity_env(identity: &str) -> Vec<(String, String)> {
 
 impl NatsServer {
     /// Starts a server with the shipped secure config (`nats/secure/server.conf` and its
-    /// `users.conf`), on a free port and a temporary store dir.
+    /// `users.conf`), on a free port and a temporary store dir. That config fsyncs every write
+    /// (`sync_interval: always`).
     pub fn start_secure() -> NatsServer {
         NatsServer::start_secure_with("")
     }
 
     /// [`NatsServer::start_secure`] with `extra` config text appended (e.g. a `tls` block).
     pub fn start_secure_with(extra: &str) -> NatsServer {
+        NatsServer::secure(extra, true)
+    }
+
+    /// [`NatsServer::start_secure`] with JetStream's default `sync_interval` instead of the
+    /// shipped config's `sync_interval: always` (an fsync per write): for the benchmark that
+    /// names what that fsync costs.
+    pub fn start_secure_default_sync() -> NatsServer {
+        NatsServer::secure("", false)
+    }
+
+    /// The shipped secure config on a free port and a temporary store dir, with `extra`
+    /// appended; `sync_always: false` drops its `sync_interval: always`.
+    fn secure(extra: &str, sync_always: bool) -> NatsServer {
         let port = free_port();
         let secure = repo_root().join("nats/secure");
         let template = std::fs::read_to_string(secure.join("server.conf")).expect("server.conf");
@@ -681,6 +695,13 @@ impl NatsServer {
                 text.contains(&port.to_string()),
                 "server.conf has no listen line to template"
             );
+            let sync = "  sync_interval: always\n";
+            assert!(text.contains(sync), "server.conf has no {sync:?} line");
+            let text = if sync_always {
+                text
+            } else {
+                text.replace(sync, "")
+            };
             format!("{text}\n{extra}\n")
         })
     }
