@@ -1,9 +1,15 @@
 //! The validator's access control: the stored policy (bucket `mycosynth-policy`, written only
-//! by the validator, read by every instance on every request so all enforce the same one), its
-//! bootstrap, authentication of each request, and what the `policy-get`/`policy-set` endpoints
-//! do.
+//! by the validator, and followed by every instance with a KV watch so that all enforce the
+//! same one without a KV read per request), its bootstrap, authentication of each request, and
+//! what the `policy-get`/`policy-set` endpoints do.
+//!
+//! A policy stored by one instance is enforced by it at once (it records its own write) and by
+//! the others when their watch delivers it (milliseconds); while a watch is not caught up
+//! (start, reconnect), every request reads the policy from KV as before.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use async_nats::jetstream::kv;
 use mycosynth_subscriber::wire::{
@@ -14,7 +20,7 @@ use super::caller::Caller;
 use super::policy;
 use super::signing::{authenticate, AuthMode, Nonces};
 use crate::failure::{failure, invalid, Failure};
-use crate::store::{ensure_bucket, BucketOptions, Store, StoreError};
+use crate::store::{ensure_bucket, BucketOptions, Store, StoreError, Watched};
 
 /// How the validator authenticates and authorizes.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +38,10 @@ pub struct Access {
     mode: AuthMode,
     /// The policy bucket (None in open mode).
     policy: Option<kv::Store>,
+    /// The policy key followed in memory (None in open mode).
+    watch: Option<Watched>,
+    /// The last policy parsed, with the bytes it was parsed from.
+    parsed: Mutex<Option<(Bytes, Arc<Policy>)>>,
     nonces: Nonces,
 }
 
@@ -51,6 +61,8 @@ impl Access {
             return Ok(Access {
                 mode: AuthMode::Open,
                 policy: None,
+                watch: None,
+                parsed: Mutex::new(None),
                 nonces: Nonces::default(),
             });
         }
@@ -85,24 +97,45 @@ impl Access {
         Ok(Access {
             mode: AuthMode::Signed,
             policy: Some(bucket),
+            watch: Some(Watched::start(js.clone(), POLICY_BUCKET, POLICY_KEY)),
+            parsed: Mutex::new(None),
             nonces: Nonces::default(),
         })
     }
 
-    /// The stored policy (empty when none is stored).
-    async fn load(&self) -> Result<Policy, Failure> {
+    /// The stored policy (empty when none is stored): from the watch when it is caught up,
+    /// else from KV; parsed once per stored version.
+    async fn load(&self) -> Result<Arc<Policy>, Failure> {
         let Some(bucket) = &self.policy else {
-            return Ok(Policy::default());
+            return Ok(Arc::new(Policy::default()));
         };
-        match bucket.get(POLICY_KEY).await.map_err(unavailable)? {
-            None => Ok(Policy::default()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                failure(
-                    ErrorKind::Internal,
-                    format!("the stored access policy is damaged: {e}"),
-                )
-            }),
+        let stored = match self.watch.as_ref().and_then(|w| w.get(POLICY_KEY)) {
+            Some(known) => known,
+            None => bucket.get(POLICY_KEY).await.map_err(unavailable)?,
+        };
+        match stored {
+            None => Ok(Arc::new(Policy::default())),
+            Some(bytes) => self.parse(bytes),
         }
+    }
+
+    /// `bytes` as a policy, reusing the last parse when they are the same bytes.
+    fn parse(&self, bytes: Bytes) -> Result<Arc<Policy>, Failure> {
+        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((known, policy)) = parsed.as_ref() {
+            if *known == bytes {
+                return Ok(Arc::clone(policy));
+            }
+        }
+        let policy: Policy = serde_json::from_slice(&bytes).map_err(|e| {
+            failure(
+                ErrorKind::Internal,
+                format!("the stored access policy is damaged: {e}"),
+            )
+        })?;
+        let policy = Arc::new(policy);
+        *parsed = Some((bytes, Arc::clone(&policy)));
+        Ok(policy)
     }
 
     /// Who sent `message` (see [`authenticate`]), with the policy that decides
@@ -111,7 +144,7 @@ impl Access {
         if self.mode == AuthMode::Open {
             return Ok(Caller::unverified());
         }
-        let policy = Arc::new(self.load().await?);
+        let policy = self.load().await?;
         let caller = authenticate(self.mode, &policy, &self.nonces, message)?;
         Ok(caller.with_policy(policy))
     }
@@ -119,7 +152,7 @@ impl Access {
     /// `policy-get`: the stored policy (the endpoint table lets only admins ask).
     pub async fn policy_get(&self) -> Result<Policy, Failure> {
         self.require_signed()?;
-        self.load().await
+        Ok(self.load().await?.as_ref().clone())
     }
 
     /// `policy-set`: replaces the policy with a valid one (the endpoint table lets only admins
@@ -135,10 +168,15 @@ impl Access {
         };
         let bytes =
             serde_json::to_vec(&policy).map_err(|e| failure(ErrorKind::Internal, e.to_string()))?;
+        let bytes = Bytes::from(bytes);
         bucket
-            .put(POLICY_KEY, bytes.into())
+            .put(POLICY_KEY, bytes.clone())
             .await
             .map_err(unavailable)?;
+        // Enforced here at once, before this instance's watch delivers it.
+        if let Some(watch) = &self.watch {
+            watch.record(POLICY_KEY, Some(bytes));
+        }
         metrics::counter!("mycosynth_validator_policy_changes_total").increment(1);
         tracing::info!(
             identity = by,

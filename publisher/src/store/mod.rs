@@ -40,3 +40,4 @@ pub use proposals::Stored;
 pub use records::parse_schema;
 pub use rollouts::StoredRollout;
 pub use state::{state_at, KeptDocument, State};
+pub use watched::Watched;

@@ -48,6 +48,7 @@ mod fleet;
 mod gitops;
 mod ha;
 mod impact;
+mod policy;
 mod requests;
 mod resilience;
 mod rollback;
