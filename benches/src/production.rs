@@ -435,7 +435,7 @@ impl Figures {
             if let Some((read, sign)) = &row.parts {
                 let label = row.settings.label();
                 println!(
-                    "| {label}: policy KV get + parse (every signed request) | {:.0} | {:.0} |",
+                    "| {label}: policy KV get + parse (what each signed request paid before the validator followed the policy with a watch) | {:.0} | {:.0} |",
                     read.p50, read.p99
                 );
                 println!(
