@@ -26,11 +26,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
 use mycosynth_benches::paths::{KvFloor, Propagation};
-use mycosynth_benches::{histogram, rss_mb, Summary};
+use mycosynth_benches::{histogram, rss_mb, throughput, Summary};
 use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
 use mycosynth_subscriber::Subscriber;
 use mycosynth_testkit::{NatsCluster, NatsServer, Validator};
@@ -80,18 +79,18 @@ async fn main() {
         "throughput" => {
             println!("validator pid {}", validator.pid().unwrap_or(0));
             for namespaces in [1, 100] {
-                let per_s = throughput(&api, namespaces, Duration::from_secs(10)).await;
+                let per_s = tput(&api, namespaces, Duration::from_secs(10)).await;
                 println!("{namespaces} namespace(s): {per_s:.0} change sets/s");
             }
             let second = Validator::start(&url, &[]);
             found_each_other(&[&validator, &second]).await;
             for namespaces in [1, 100] {
-                let per_s = throughput(&api, namespaces, Duration::from_secs(10)).await;
+                let per_s = tput(&api, namespaces, Duration::from_secs(10)).await;
                 println!("two validators, {namespaces} namespace(s): {per_s:.0} change sets/s");
             }
             let routed = routing_client(&url).await;
             for namespaces in [1, 100] {
-                let per_s = throughput(&routed, namespaces, Duration::from_secs(10)).await;
+                let per_s = tput(&routed, namespaces, Duration::from_secs(10)).await;
                 println!("two validators, routing client, {namespaces} namespace(s): {per_s:.0} change sets/s");
             }
             return;
@@ -269,16 +268,16 @@ async fn main() {
         }
     }
 
-    let throughput_one = throughput(&api, 1, Duration::from_secs(5)).await;
-    let throughput_many = throughput(&api, 100, Duration::from_secs(5)).await;
+    let throughput_one = tput(&api, 1, Duration::from_secs(5)).await;
+    let throughput_many = tput(&api, 100, Duration::from_secs(5)).await;
     let validator_rss = rss_mb(validator.pid().unwrap_or(0));
     let second = Validator::start(&url, &[]);
     found_each_other(&[&validator, &second]).await;
-    let throughput_two_one = throughput(&api, 1, Duration::from_secs(5)).await;
-    let throughput_two_many = throughput(&api, 100, Duration::from_secs(5)).await;
+    let throughput_two_one = tput(&api, 1, Duration::from_secs(5)).await;
+    let throughput_two_many = tput(&api, 100, Duration::from_secs(5)).await;
     let routed = routing_client(&url).await;
-    let routed_two_one = throughput(&routed, 1, Duration::from_secs(5)).await;
-    let routed_two_many = throughput(&routed, 100, Duration::from_secs(5)).await;
+    let routed_two_one = tput(&routed, 1, Duration::from_secs(5)).await;
+    let routed_two_many = tput(&routed, 100, Duration::from_secs(5)).await;
     drop(second);
     println!("\n| change sets per second | 1 namespace | 100 namespaces |\n|---|---|---|");
     println!("| one validator | {throughput_one:.0} | {throughput_many:.0} |");
@@ -487,32 +486,9 @@ async fn found_each_other(validators: &[&Validator]) {
     }
 }
 
-/// Accepted change sets per second with 64 requests in flight, over `namespaces` namespaces.
-async fn throughput(api: &Arc<ApiClient>, namespaces: usize, run: Duration) -> f64 {
-    let deadline = Instant::now() + run;
-    let started = Instant::now();
-    let workers = (0..64).map(|w| {
-        let api = Arc::clone(api);
-        async move {
-            let mut accepted = 0u64;
-            let mut i = 0u64;
-            while Instant::now() < deadline {
-                let ns = format!("tput{}", (w + i as usize) % namespaces);
-                i += 1;
-                let change = request(&ns, vec![(format!("w{w}"), json!(i))]);
-                if api
-                    .call::<_, ChangeOutcome>(endpoint::CHANGE, &change)
-                    .await
-                    .is_ok_and(|o| o.committed)
-                {
-                    accepted += 1;
-                }
-            }
-            accepted
-        }
-    });
-    let accepted: u64 = join_all(workers).await.into_iter().sum();
-    accepted as f64 / started.elapsed().as_secs_f64()
+/// Accepted change sets per second over `namespaces` namespaces `tput0`, `tput1`, ...
+async fn tput(api: &Arc<ApiClient>, namespaces: usize, run: Duration) -> f64 {
+    throughput(api, |i| format!("tput{i}"), namespaces, run).await
 }
 
 /// etcd put → watch event at the last of 1 and 100 watchers (null without the `etcd` feature).

@@ -2,11 +2,17 @@
 //! in-process validator, a latency summary type, and the paths latencies are taken on
 //! ([`paths`]).
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures::future::join_all;
 use hdrhistogram::Histogram;
+use mycosynth::client::ApiClient;
 use mycosynth::validator::{self, ValidatorConfig};
+use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
 use mycosynth_testkit::NatsServer;
+use serde_json::json;
 use tokio::sync::oneshot;
 
 pub mod backup;
@@ -156,4 +162,42 @@ pub fn rss_mb(pid: u32) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     kb / 1024.0
+}
+
+/// Accepted change sets per second with 64 requests in flight for `run`, taking namespaces
+/// `names(0)`, `names(1)`, ... `names(namespaces - 1)` in turn, over and over.
+pub async fn throughput(
+    api: &Arc<ApiClient>,
+    names: fn(usize) -> String,
+    namespaces: usize,
+    run: Duration,
+) -> f64 {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + run;
+    let workers = (0..64u64).map(|w| {
+        let (api, next) = (Arc::clone(api), Arc::clone(&next));
+        async move {
+            let mut accepted = 0u64;
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let change = ChangeRequest::new(
+                    names(i % namespaces.max(1)),
+                    "prod",
+                    vec![KeyChange::set(format!("w{w}"), json!(i))],
+                    "bench",
+                );
+                if api
+                    .call::<_, ChangeOutcome>(endpoint::CHANGE, &change)
+                    .await
+                    .is_ok_and(|o| o.committed)
+                {
+                    accepted += 1;
+                }
+            }
+            accepted
+        }
+    });
+    let accepted: u64 = join_all(workers).await.into_iter().sum();
+    accepted as f64 / started.elapsed().as_secs_f64()
 }

@@ -6,11 +6,9 @@
 //! (warm), against warm changes to the only namespace of a validator before the seeding; and
 //! change sets per second spread over all N namespaces.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use futures::StreamExt;
 use mycosynth::client::ApiClient;
 use mycosynth_subscriber::wire::{endpoint, ChangeOutcome, ChangeRequest, KeyChange};
@@ -18,7 +16,7 @@ use mycosynth_testkit::Validator;
 use serde_json::json;
 
 use crate::sites::load_average;
-use crate::{histogram, rss_mb, Summary};
+use crate::{histogram, rss_mb, throughput, Summary};
 
 /// Keys of each namespace.
 const KEYS: usize = 100;
@@ -182,44 +180,6 @@ async fn restart(
     let (validator, ready) = spawned.await.expect("validator start");
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     (validator, ms(ready), ms(serving))
-}
-
-/// Accepted change sets per second with 64 requests in flight for `run`, taking namespaces
-/// `names(0)`, `names(1)`, ... `names(namespaces - 1)` in turn, over and over.
-pub async fn throughput(
-    api: &Arc<ApiClient>,
-    names: fn(usize) -> String,
-    namespaces: usize,
-    run: Duration,
-) -> f64 {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let deadline = started + run;
-    let workers = (0..64u64).map(|w| {
-        let (api, next) = (Arc::clone(api), Arc::clone(&next));
-        async move {
-            let mut accepted = 0u64;
-            while Instant::now() < deadline {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let change = ChangeRequest::new(
-                    names(i % namespaces.max(1)),
-                    "prod",
-                    vec![KeyChange::set(format!("w{w}"), json!(i))],
-                    "bench",
-                );
-                if api
-                    .call::<_, ChangeOutcome>(endpoint::CHANGE, &change)
-                    .await
-                    .is_ok_and(|o| o.committed)
-                {
-                    accepted += 1;
-                }
-            }
-            accepted
-        }
-    });
-    let accepted: u64 = join_all(workers).await.into_iter().sum();
-    accepted as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The whole part, on the validator `validator` (killed and replaced half-way) of `url`.

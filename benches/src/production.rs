@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use mycosynth::client::ApiClient;
 use mycosynth_subscriber::wire::{
     api_subject, endpoint, signing_payload, ChangeOutcome, ChangeRequest, KeyChange, POLICY_BUCKET,
@@ -277,37 +276,6 @@ async fn signed_parts(stack: &Stack, samples: u64) -> (Summary, Summary) {
     (Summary::of(&h_read), Summary::of(&h_sign))
 }
 
-/// Accepted change sets per second to [`NS`] with 64 requests in flight.
-async fn throughput(api: &Arc<ApiClient>, run: Duration) -> f64 {
-    let deadline = Instant::now() + run;
-    let started = Instant::now();
-    let workers = (0..64).map(|w| {
-        let api = Arc::clone(api);
-        async move {
-            let (mut accepted, mut i) = (0u64, 0u64);
-            while Instant::now() < deadline {
-                i += 1;
-                let change = ChangeRequest::new(
-                    NS,
-                    "prod",
-                    vec![KeyChange::set(format!("w{w}"), json!(i))],
-                    "bench",
-                );
-                if api
-                    .call::<_, ChangeOutcome>(endpoint::CHANGE, &change)
-                    .await
-                    .is_ok_and(|o| o.committed)
-                {
-                    accepted += 1;
-                }
-            }
-            accepted
-        }
-    });
-    let accepted: u64 = join_all(workers).await.into_iter().sum();
-    accepted as f64 / started.elapsed().as_secs_f64()
-}
-
 /// One row: its stack started, its latency sampled, its throughput run (rows 1, 2 and 4).
 async fn row(settings: Settings, samples: u64, run: Duration) -> Row {
     let stack = Stack::start(settings).await;
@@ -318,7 +286,7 @@ async fn row(settings: Settings, samples: u64, run: Duration) -> Row {
         Settings::Open | Settings::Signed | Settings::SignedFsync
     );
     let throughput = if measured {
-        Some(throughput(&stack.api, run).await)
+        Some(crate::throughput(&stack.api, |_| NS.to_owned(), 1, run).await)
     } else {
         None
     };

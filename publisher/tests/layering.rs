@@ -30,8 +30,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("client", &["access", "failure", "validate", "validator"]),
     ("gitops", &["validate"]),
     ("sidecar", &[]),
-    // The console is a client of the validator's API; `store` only for its pure `state_at`.
-    ("console", &["client", "clock", "store"]),
+    // The console is a client of the validator's API; `store` and `validate` only for the
+    // pure `state_at` and `difference` (diffs of any two versions).
+    ("console", &["client", "clock", "store", "validate"]),
     (
         "cli",
         &[

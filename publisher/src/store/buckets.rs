@@ -353,12 +353,7 @@ impl Store {
         Ok(entries
             .iter()
             .filter(|e| !e.deleted)
-            .filter_map(|e| {
-                e.key
-                    .split('.')
-                    .nth(1)
-                    .and_then(|env| Environment::new(env).ok())
-            })
+            .filter_map(|e| head_names(&e.key).map(|(_, env)| env))
             .collect())
     }
 
@@ -376,10 +371,8 @@ impl Store {
             .iter()
             .filter(|e| !e.deleted)
             .filter_map(|e| {
-                let mut parts = e.key.split('.');
-                let ns = Namespace::new(parts.next()?).ok()?;
-                let env = Environment::new(parts.next()?).ok()?;
-                match serde_json::from_slice::<HeadRecord>(&e.payload) {
+                let (ns, env) = head_names(&e.key)?;
+                match parse::<HeadRecord>(&e.key, &e.payload) {
                     Ok(head) => Some((ns, env, head)),
                     Err(err) => {
                         tracing::warn!(key = %e.key, error = %err, "unreadable head skipped");
@@ -389,4 +382,12 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The namespace and environment of a head key (`<ns>.<env>._meta.head`).
+fn head_names(key: &str) -> Option<(Namespace, Environment)> {
+    let mut parts = key.split('.');
+    let ns = Namespace::new(parts.next()?).ok()?;
+    let env = Environment::new(parts.next()?).ok()?;
+    Some((ns, env))
 }

@@ -20,7 +20,7 @@ use mycosynth_testkit::console::{http, ConsoleServer};
 use mycosynth_testkit::{dev_public_key, dev_seed, dev_seed_file, NatsServer, Validator};
 use serde_json::{json, Value};
 
-use super::security::run_as;
+use super::security::{run_as, set_policy};
 use super::{change_request, stderr};
 
 const NS: &str = "checkout";
@@ -379,10 +379,9 @@ async fn a_script_value_renders_as_text_and_a_form_without_csrf_is_refused() {
 
 /// Signed mode: `alice` and `bob` write checkout; production needs one approval from bob;
 /// the console signs as `ci-bot`, which has no grants of its own.
-async fn signed() -> (NatsServer, Validator, ConsoleServer, tempfile::TempDir) {
+async fn signed() -> (NatsServer, Validator, ConsoleServer) {
     let nats = NatsServer::start_secure();
     let validator = Validator::start_secure(&nats.url(), &[]);
-    let dir = tempfile::tempdir().expect("temp dir");
     let policy = json!({
         "identities": {
             "admin": {"public_key": dev_public_key("admin")},
@@ -399,15 +398,7 @@ async fn signed() -> (NatsServer, Validator, ConsoleServer, tempfile::TempDir) {
             {"namespace": NS, "environment": "production", "approvals": 1, "approvers": ["bob"]},
         ]
     });
-    let file = dir.path().join("policy.json");
-    std::fs::write(&file, policy.to_string()).expect("write policy");
-    let out = run_as(
-        &nats.url(),
-        Some("admin"),
-        &["policy", "set", &file.display().to_string()],
-    )
-    .await;
-    assert!(out.status.success(), "policy set: {}", stderr(&out));
+    set_policy(&nats.url(), &policy).await;
     let out = run_as(
         &nats.url(),
         Some("admin"),
@@ -416,7 +407,7 @@ async fn signed() -> (NatsServer, Validator, ConsoleServer, tempfile::TempDir) {
     .await;
     assert!(out.status.success(), "admin's namespace: {}", stderr(&out));
     let console = ConsoleServer::start(&nats.url(), Some("ci-bot"));
-    (nats, validator, console, dir)
+    (nats, validator, console)
 }
 
 /// Signs `identity` in: its session token for the console's key, opened as the sign-in link.
@@ -434,7 +425,7 @@ async fn sign_in(browser: &Browser, console: &ConsoleServer, identity: &str) {
 
 #[tokio::test]
 async fn a_change_request_proposed_by_alice_is_approved_by_bob_in_the_browser() {
-    let (nats, _validator, console, _dir) = signed().await;
+    let (nats, _validator, console) = signed().await;
     let url = console.url();
     let browser = Browser::start().await;
     // Without a session the console asks for a sign-in; the console's key alone reads nothing.

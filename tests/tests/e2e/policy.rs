@@ -7,7 +7,7 @@ use std::time::Duration;
 use mycosynth::cli::exit;
 use mycosynth_testkit::{dev_public_key, NatsServer, Validator};
 
-use super::security::run_as;
+use super::security::{run_as, set_policy};
 use super::stderr;
 
 const NS: &str = "payment-service";
@@ -30,33 +30,20 @@ fn policy(bob_writes: bool) -> serde_json::Value {
     })
 }
 
-async fn store_policy(url: &str, dir: &std::path::Path, bob_writes: bool) {
-    let file = dir.join("policy.json");
-    std::fs::write(&file, policy(bob_writes).to_string()).expect("write policy");
-    let out = run_as(
-        url,
-        Some("admin"),
-        &["policy", "set", &file.display().to_string()],
-    )
-    .await;
-    assert!(out.status.success(), "policy set: {}", stderr(&out));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_change_through_one_instance_is_enforced_by_every_instance() {
     let nats = NatsServer::start_secure();
     let _a = Validator::start_secure(&nats.url(), &[]);
     let _b = Validator::start_secure(&nats.url(), &[]);
     let url = nats.url();
-    let dir = tempfile::tempdir().expect("temp dir");
-    store_policy(&url, dir.path(), true).await;
+    set_policy(&url, &policy(true)).await;
     // Several namespaces, so that the two instances both serve some of them.
     for i in 0..6 {
         let ns_env = format!("env{i}");
         let out = run_as(&url, Some("bob"), &["set", NS, &ns_env, "k", "1"]).await;
         assert!(out.status.success(), "granted: {}", stderr(&out));
     }
-    store_policy(&url, dir.path(), false).await;
+    set_policy(&url, &policy(false)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 0..6 {
         let ns_env = format!("env{i}");

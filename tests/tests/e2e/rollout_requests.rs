@@ -2,26 +2,12 @@
 //! rolls out exactly its change set, and the promotion applies it: one version carrying its
 //! approvers and its id, the request `applied` with that version.
 
-use mycosynth_testkit::{json, NatsServer, Validator};
-use serde_json::Value;
+use mycosynth_testkit::{NatsServer, Validator};
 
-use super::security::run_as;
-use super::stderr;
+use super::security::{ok_as as ok, set_policy};
 
 const NS: &str = "payment-service";
 const PROD: &str = "production";
-
-async fn ok(url: &str, identity: &str, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = run_as(url, Some(identity), &all).await;
-    assert!(
-        out.status.success(),
-        "{identity} {args:?}: {}",
-        stderr(&out)
-    );
-    json(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 #[tokio::test]
 async fn an_approved_change_request_rolled_out_is_applied_at_its_promotion() {
@@ -44,15 +30,7 @@ async fn an_approved_change_request_rolled_out_is_applied_at_its_promotion() {
             {"namespace": "*", "environment": PROD, "approvals": 1, "approvers": ["bob"]},
         ]
     });
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("policy.json");
-    std::fs::write(&file, policy.to_string()).expect("write policy");
-    ok(
-        &url,
-        "admin",
-        &["policy", "set", &file.display().to_string()],
-    )
-    .await;
+    set_policy(&url, &policy).await;
 
     let proposed = ok(
         &url,

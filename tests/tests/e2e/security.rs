@@ -48,6 +48,33 @@ pub(super) async fn run_as(url: &str, identity: Option<&str>, args: &[&str]) -> 
     .expect("cli thread")
 }
 
+/// Stores `policy` as `admin` (`mycosynth policy set`), asserting it was accepted.
+pub(super) async fn set_policy(url: &str, policy: &Value) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("policy.json");
+    std::fs::write(&file, policy.to_string()).expect("write policy");
+    let out = run_as(
+        url,
+        Some("admin"),
+        &["policy", "set", &file.display().to_string()],
+    )
+    .await;
+    assert!(out.status.success(), "policy set: {}", stderr(&out));
+}
+
+/// Runs the CLI as `identity` with `--json`, asserting success; its JSON output.
+pub(super) async fn ok_as(url: &str, identity: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = run_as(url, Some(identity), &all).await;
+    assert!(
+        out.status.success(),
+        "{identity} {args:?}: {}",
+        stderr(&out)
+    );
+    json(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// How the server knows its identities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AuthSetup {

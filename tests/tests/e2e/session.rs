@@ -20,7 +20,7 @@ use mycosynth_subscriber::Credentials;
 use mycosynth_testkit::{dev_public_key, dev_seed, dev_seed_file, json, NatsServer, Validator};
 use serde_json::Value;
 
-use super::security::run_as;
+use super::security::{run_as, set_policy};
 use super::{change_request, stderr, stdout};
 
 const NS: &str = "payment-service";
@@ -32,7 +32,6 @@ const HOUR: Duration = Duration::from_secs(3600);
 struct Stack {
     nats: NatsServer,
     _validator: Validator,
-    _dir: tempfile::TempDir,
     /// The console's connection, signing with the console's key.
     console: ApiClient,
 }
@@ -41,7 +40,6 @@ struct Stack {
 async fn stack() -> Stack {
     let nats = NatsServer::start_secure();
     let validator = Validator::start_secure(&nats.url(), &[]);
-    let dir = tempfile::tempdir().expect("temp dir");
     let policy = serde_json::json!({
         "identities": {
             "admin": {"public_key": dev_public_key("admin")},
@@ -55,15 +53,7 @@ async fn stack() -> Stack {
             {"identity": "bob", "role": "read", "namespace": NS, "environment": "*"},
         ]
     });
-    let file = dir.path().join("policy.json");
-    std::fs::write(&file, policy.to_string()).expect("write policy");
-    let out = run_as(
-        &nats.url(),
-        Some("admin"),
-        &["policy", "set", &file.display().to_string()],
-    )
-    .await;
-    assert!(out.status.success(), "policy set: {}", stderr(&out));
+    set_policy(&nats.url(), &policy).await;
     let creds = Credentials::default()
         .with_nkey_file(dev_seed_file(CONSOLE))
         .expect("console seed");
@@ -73,7 +63,6 @@ async fn stack() -> Stack {
     Stack {
         nats,
         _validator: validator,
-        _dir: dir,
         console,
     }
 }

@@ -1,7 +1,7 @@
 //! Two environments of a namespace side by side (effective values), with an "only
 //! differences" toggle; copying selected values from one to the other makes one change set.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use askama::Template;
 use axum::extract::{Path, Query};
@@ -11,6 +11,8 @@ use mycosynth_subscriber::wire::{
     endpoint, is_sealed, ChangeOutcome, ChangeRequest, KeyChange, NamespacesOutcome,
     NamespacesRequest,
 };
+
+use serde_json::Value;
 
 use super::{field, render, shown, Page, OPEN_AUTHOR};
 use crate::client::explain::Explained;
@@ -80,11 +82,16 @@ pub async fn page(
     if !a.is_empty() && !b.is_empty() {
         let left = Explained::read(&viewer.api, &ns, &a, BUDGET).await?;
         let right = Explained::read(&viewer.api, &ns, &b, BUDGET).await?;
-        let (l, r) = (left.resolve_all(), right.resolve_all());
-        let keys: BTreeSet<&String> = l.iter().chain(r.iter()).map(|x| &x.key).collect();
+        let values = |side: &Explained| -> BTreeMap<String, Option<Value>> {
+            side.resolve_all()
+                .into_iter()
+                .map(|r| (r.key, r.value))
+                .collect()
+        };
+        let (l, r) = (values(&left), values(&right));
+        let keys: BTreeSet<&String> = l.keys().chain(r.keys()).collect();
         for key in keys {
-            let value = |side: &Explained| side.resolve(key).value;
-            let (va, vb) = (value(&left), value(&right));
+            let (va, vb) = (l.get(key).cloned().flatten(), r.get(key).cloned().flatten());
             let differs = va != vb;
             if only && !differs {
                 continue;

@@ -3,7 +3,7 @@
 //! appears next to its field with the validator's own message, and nothing is written; where
 //! the environment requires approval, the commit opens a change request instead.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::Path;
@@ -35,6 +35,8 @@ pub struct Field {
     pub description: String,
     /// The validator's message for this key, if it refused it.
     pub error: String,
+    /// Its effective value when the form was made (None: not set).
+    pub value: Option<Value>,
 }
 
 /// The edit page.
@@ -92,6 +94,7 @@ fn fields_of(explained: &Explained) -> Vec<Field> {
                     .to_owned(),
                 error: String::new(),
                 key: r.key,
+                value: r.value,
             }
         })
         .collect()
@@ -125,16 +128,7 @@ pub async fn page(
 
 /// The change set the form asks for: every field whose value differs from the effective one
 /// (a sealed field left empty keeps its value), and the new key if named.
-fn changes_of(
-    explained: &Explained,
-    page: &mut EditPage,
-    fields: &[(String, String)],
-) -> Vec<KeyChange> {
-    let current: BTreeMap<String, Option<Value>> = explained
-        .resolve_all()
-        .into_iter()
-        .map(|r| (r.key, r.value))
-        .collect();
+fn changes_of(page: &mut EditPage, fields: &[(String, String)]) -> Vec<KeyChange> {
     // The last value of each `v:KEY` field (a toggle sends "false", then "true" when on).
     let submitted: HashMap<&str, &str> = fields
         .iter()
@@ -147,7 +141,7 @@ fn changes_of(
             continue;
         };
         f.text = text.to_owned();
-        let now = current.get(&f.key).and_then(Option::as_ref);
+        let now = f.value.as_ref();
         // An empty input keeps a sealed value, and leaves an unset key unset.
         if text.is_empty() && (f.sealed || now.is_none()) {
             continue;
@@ -176,7 +170,7 @@ pub async fn submit(
 ) -> Result<Response, ConsoleError> {
     let explained = Explained::read(&viewer.api, &ns, &env, BUDGET).await?;
     let mut page = blank(&viewer, ns.clone(), env.clone(), &explained);
-    let changes = changes_of(&explained, &mut page, &fields);
+    let changes = changes_of(&mut page, &fields);
     page.reason = field(&fields, "reason").to_owned();
     page.emergency = field(&fields, "emergency") == "on";
     let expected = field(&fields, "version").parse::<u64>().ok();

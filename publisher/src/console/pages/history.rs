@@ -2,17 +2,15 @@
 //! the diff of any version against its predecessor or any other; and the rollback to a
 //! version, after a confirmation that shows its diff (the validator's dry run).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, Query};
 use axum::response::Response;
 use axum::{Extension, Form};
 use mycosynth_subscriber::wire::{
-    endpoint, ChangeOutcome, ChangeSetRecord, DiffEntry, HistoryOutcome, HistoryRequest,
-    RollbackRequest,
+    endpoint, ChangeOutcome, ChangeSetRecord, HistoryOutcome, HistoryRequest, RollbackRequest,
 };
-use serde_json::Value;
 
 use super::{field, render, DiffRow, Page, OPEN_AUTHOR};
 use crate::console::error::ConsoleError;
@@ -82,19 +80,6 @@ pub async fn page(
     })
 }
 
-/// The difference between two documents, by key.
-fn difference(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> Vec<DiffEntry> {
-    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| DiffEntry {
-            key: k.clone(),
-            old: a.get(k).cloned(),
-            new: b.get(k).cloned(),
-        })
-        .collect()
-}
-
 fn version_of(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ConsoleError> {
     query
         .get(name)
@@ -125,7 +110,8 @@ pub async fn diff(
             ))
         })
     };
-    let rows = DiffRow::of(&difference(&at(from)?, &at(to)?));
+    let (_, diff) = crate::validate::difference(&at(from)?, &at(to)?);
+    let rows = DiffRow::of(&diff);
     render(&DiffPage {
         page: Page::new(format!("{ns}/{env}: v{from} → v{to}"), &viewer),
         ns: ns.clone(),

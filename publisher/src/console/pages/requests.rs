@@ -64,17 +64,15 @@ async fn list(viewer: &Viewer, filter: ListFilter) -> Result<Vec<ProposalRecord>
 /// `GET /requests`.
 pub async fn page(Extension(viewer): Extension<Viewer>) -> Result<Response, ConsoleError> {
     let to_approve = list(&viewer, ListFilter::ToApprove).await?;
-    let scheduled = list(&viewer, ListFilter::Scheduled).await?;
-    let shown: Vec<&str> = to_approve
-        .iter()
-        .chain(&scheduled)
-        .map(|r| r.id.as_str())
-        .collect();
-    let pending: Vec<ProposalRecord> = list(&viewer, ListFilter::Pending)
-        .await?
-        .into_iter()
-        .filter(|r| !shown.contains(&r.id.as_str()))
-        .collect();
+    // The scheduled ones are the pending ones with a time (as `ListFilter::Scheduled` lists
+    // them, by time): one list call for both.
+    let (mut scheduled, pending): (Vec<ProposalRecord>, Vec<ProposalRecord>) =
+        list(&viewer, ListFilter::Pending)
+            .await?
+            .into_iter()
+            .filter(|r| !to_approve.iter().any(|a| a.id == r.id))
+            .partition(|r| r.at_us.is_some());
+    scheduled.sort_by_key(|r| r.at_us);
     render(&RequestsPage {
         page: Page::new("Change requests", &viewer),
         to_approve: to_approve.into_iter().map(RequestView::of).collect(),

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use mycosynth_subscriber::wire::{
-    check_steps, is_sealed, rollout_notice_subject, Environment, ErrorKind, HealthRule, KeyChange,
-    Namespace, RolloutRecord, RolloutStartRequest, RolloutState, RolloutVerdict, Violation,
+    check_steps, is_sealed, rollout_notice_subject, Environment, ErrorKind, HealthRule, Namespace,
+    RolloutRecord, RolloutStartRequest, RolloutState, RolloutVerdict, Violation,
 };
 use sha2::{Digest, Sha256};
 
@@ -14,6 +14,7 @@ use crate::access::envelope::{ChangedKey, Envelope};
 use crate::clock::now_us;
 use crate::failure::{failure, invalid, Failure};
 use crate::store::{StoreError, StoredRollout};
+use crate::validate::Plan;
 use crate::validator::change::{Attribution, Base, Intent, Order};
 use crate::validator::instance::Validator;
 
@@ -106,7 +107,7 @@ impl Validator {
             dry_run: true,
         };
         let draft = self.draft(&order).await?;
-        refuse_candidate(&draft.plan.changes, draft.plan.is_empty())?;
+        refuse_candidate(&draft.plan)?;
         let now = now_us();
         let record = RolloutRecord {
             id: new_id(ns, env),
@@ -233,8 +234,9 @@ impl Validator {
     }
 
     /// Commits the candidate of the rollout of `ns`/`env` as one version (with the approvers of
-    /// the change request it comes from, which is then applied), then marks it promoted. The commit's idempotency key is the rollout's id, so a retry (or a driver and
-    /// an operator promoting at once) commits it once.
+    /// the change request it comes from, which is then applied), then marks it promoted. The
+    /// commit's idempotency key is the rollout's id, so a retry (or a driver and an operator
+    /// promoting at once) commits it once.
     pub async fn promote_rollout(
         &self,
         ns: &Namespace,
@@ -328,16 +330,17 @@ fn already_running(running: &RolloutRecord, ns: &Namespace, env: &Environment) -
     )
 }
 
-/// Refuses a candidate that changes nothing (`empty`), or that carries a sealed value.
-fn refuse_candidate(changes: &[KeyChange], empty: bool) -> Result<(), Failure> {
-    if empty {
+/// Refuses a candidate that changes nothing, or that carries a sealed value.
+fn refuse_candidate(plan: &Plan) -> Result<(), Failure> {
+    if plan.is_empty() {
         return Err(invalid(vec![violation(
             "changes",
             "no_op",
             "the change sets every key to the value it has: nothing to roll out".into(),
         )]));
     }
-    if let Some(sealed) = changes
+    if let Some(sealed) = plan
+        .changes
         .iter()
         .find(|c| c.value.as_ref().is_some_and(is_sealed))
     {
